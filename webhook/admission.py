@@ -1,0 +1,189 @@
+"""The mutating decision for one AdmissionReview, as a short script over the pure stages.
+
+bytes → review.parse → contract.parse → cluster lookups → identity → plan → response.
+Side effects (creating the SecretProviderClass) happen only here and only when
+the request is not a dry run.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import contract, identity, plan, review, spc
+from webhook.cluster import Cluster, ClusterError
+from webhook.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """A response plus what the caller may want to show (CLI) or count (metrics)."""
+
+    response: dict[str, Any]
+    result: str  # skipped | injected | unchanged | denied | error
+    reason: str = ""
+    provider_class: dict[str, Any] | None = None
+    ops: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Denial(Exception):
+    def __init__(self, message: str, code: int = 403, reason: str = "denied"):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.reason = reason
+
+
+def describe(pod: dict[str, Any]) -> str:
+    """Name a pod without relying on metadata.name: controller-made pods only have generateName."""
+    meta = pod.get("metadata") or {}
+    owners = meta.get("ownerReferences") or []
+    if owners and isinstance(owners[0], dict):
+        return f"pod of {owners[0].get('kind', 'owner')} {owners[0].get('name', '?')}"
+    if meta.get("generateName"):
+        return f"pod {meta['generateName']}*"
+    if meta.get("name"):
+        return f"pod {meta['name']}"
+    return "pod"
+
+
+class Mutator:
+    def __init__(self, settings: Settings, cluster: Cluster):
+        self.settings = settings
+        self.cluster = cluster
+
+    async def mutate(self, request: review.Request) -> Outcome:
+        if not request.is_pod_create:
+            return Outcome(review.allowed(request.uid), "skipped")
+        pod = request.object
+        if pod is None:
+            return self._denied(request, Denial("request.object is missing or not an object", 400, "bad-request"))
+        try:
+            return await self._mutate_pod(request, pod)
+        except Denial as denial:
+            return self._denied(request, denial, pod)
+
+    def _denied(self, request: review.Request, denial: Denial, pod: dict[str, Any] | None = None) -> Outcome:
+        who = describe(pod) if pod is not None else "request"
+        message = f"kvinject denied {who} in namespace {request.namespace or '?'}: {denial.message}"
+        log.info("denied uid=%s namespace=%s %s reason=%s", request.uid, request.namespace, who, denial.reason)
+        return Outcome(review.denied(request.uid, message, denial.code), "denied", denial.reason)
+
+    async def _mutate_pod(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
+        meta = pod.get("metadata") or {}
+        if not isinstance(meta, dict) or not contract.is_opted_in(meta.get("labels")):
+            return Outcome(review.allowed(request.uid), "skipped")
+        namespace = request.namespace
+        if not namespace:
+            raise Denial("the AdmissionReview has no namespace", 400, "bad-request")
+        try:
+            ns = await self.cluster.namespace(namespace)
+        except ClusterError as exc:
+            raise Denial(f"could not read Namespace {namespace}: {exc}", 503, "cluster") from None
+        try:
+            wanted = contract.parse(meta.get("annotations"), ns.default_vault if ns else None)
+        except contract.ContractError as exc:
+            raise Denial(_enumerate("annotation", exc.problems), 400, "bad-annotation") from None
+
+        spec = pod.get("spec") or {}
+        sa_name = identity.service_account_name(spec)
+        try:
+            account = await self.cluster.service_account(namespace, sa_name)
+        except ClusterError as exc:
+            raise Denial(f"could not read ServiceAccount {namespace}/{sa_name}: {exc}", 503, "cluster") from None
+        who = identity.resolve(namespace, sa_name, account, self.settings.tenant_id)
+        if isinstance(who, str):
+            raise Denial(who, 403, "identity")
+        assert account is not None
+
+        if wanted.mode is contract.Mode.INIT:
+            raise Denial("mode init is not available in this version of kvinject; use mode csi", 400, "mode")
+        generated: dict[str, Any] | None = None
+        if wanted.provider_class is not None:
+            class_name, env = await self._existing_class(namespace, wanted)
+            objects = [f"{namespace}/{class_name}"]
+        else:
+            generated = spc.build(wanted, namespace, account, who.client_id, who.tenant_id, self.settings.cloud_name)
+            class_name = generated["metadata"]["name"]
+            env = [plan.EnvSource(e.name, class_name, e.alias) for e in wanted.env]
+            objects = [str(m.ref) for m in wanted.objects]
+        try:
+            ops = plan.csi(pod, wanted, class_name, env)
+        except plan.PlanError as exc:
+            raise Denial(_enumerate("collision", exc.problems), 400, "collision") from None
+
+        if generated is not None and not request.dry_run:
+            try:
+                await self.cluster.ensure_provider_class(generated)
+            except ClusterError as exc:
+                raise Denial(str(exc), 503, "cluster") from None
+        audit = {
+            "service-account": f"{namespace}/{sa_name}",
+            "client-id": who.client_id,
+            "secret-provider-class": class_name,
+            "objects": ",".join(objects),
+        }
+        warnings = list(wanted.warnings)
+        log.info(
+            "admitted uid=%s namespace=%s %s class=%s ops=%d dry_run=%s",
+            request.uid,
+            namespace,
+            describe(pod),
+            class_name,
+            len(ops),
+            request.dry_run,
+        )
+        return Outcome(
+            review.patched(request.uid, ops, warnings, audit),
+            "injected" if ops else "unchanged",
+            provider_class=generated,
+            ops=ops,
+        )
+
+    async def _existing_class(
+        self, namespace: str, wanted: contract.InjectionRequest
+    ) -> tuple[str, list[plan.EnvSource]]:
+        name = wanted.provider_class
+        assert name is not None
+        try:
+            found = await self.cluster.secret_provider_class(namespace, name)
+        except ClusterError as exc:
+            raise Denial(f"could not read SecretProviderClass {namespace}/{name}: {exc}", 503, "cluster") from None
+        if found is None:
+            raise Denial(
+                f"SecretProviderClass {namespace}/{name} named by {contract.PROVIDER_CLASS} does not exist",
+                400,
+                "provider-class",
+            )
+        env: list[plan.EnvSource] = []
+        problems: list[str] = []
+        for var in wanted.env:
+            source = next(
+                (
+                    plan.EnvSource(var.name, str(so.get("secretName")), str(d.get("key")))
+                    for so in found.secret_objects
+                    for d in so.get("data") or []
+                    if d.get("objectName") == var.alias
+                ),
+                None,
+            )
+            if source is None:
+                problems.append(
+                    f"{contract.ENV_PREFIX}{var.name}: SecretProviderClass {name} syncs no object"
+                    f" {var.alias!r} to a Secret (add it to spec.secretObjects)"
+                )
+            else:
+                env.append(source)
+        if problems:
+            raise Denial(_enumerate("annotation", problems), 400, "bad-annotation")
+        return name, env
+
+
+def _enumerate(what: str, problems: list[str]) -> str:
+    if len(problems) == 1:
+        return f"{what} problem: {problems[0]}"
+    listed = "; ".join(f"({i}) {p}" for i, p in enumerate(problems, 1))
+    return f"{len(problems)} {what} problems: {listed}"

@@ -1,0 +1,102 @@
+"""The HTTP surface: /mutate, /healthz, /readyz, /metrics. Errors never escape as a 500."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.responses import PlainTextResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from webhook import review
+from webhook.admission import Mutator, Outcome
+from webhook.cluster import Cluster
+from webhook.metrics import Metrics
+from webhook.settings import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 8 * 1024 * 1024  # an AdmissionReview holds at most two objects of etcd's 1.5 MiB limit
+
+
+def _json(doc: object, status: int = 200) -> Response:
+    return Response(orjson.dumps(doc), status_code=status, media_type="application/json")
+
+
+def _problem(status: int, message: str) -> Response:
+    return _json({"error": message}, status)
+
+
+def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = None) -> FastAPI:
+    metrics = metrics or Metrics()
+    mutator = Mutator(settings, cluster)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        cluster.start()
+        try:
+            yield
+        finally:
+            cluster.stop()
+
+    app = FastAPI(title="kvinject", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
+    app.state.metrics = metrics
+    app.state.cluster = cluster
+
+    async def admit(endpoint: str, http: Request, handler: Callable[[review.Request], Awaitable[Outcome]]) -> Response:
+        started = time.perf_counter()
+        content_type = http.headers.get("content-type", "").split(";")[0].strip().lower()
+        if content_type != "application/json":
+            metrics.bad_requests.labels(endpoint, "400").inc()
+            return _problem(400, f"Content-Type must be application/json, not {content_type or 'missing'!r}")
+        length = http.headers.get("content-length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY:
+            metrics.bad_requests.labels(endpoint, "413").inc()
+            return _problem(413, f"AdmissionReview larger than {MAX_BODY} bytes")
+        body = bytearray()
+        async for chunk in http.stream():
+            body += chunk
+            if len(body) > MAX_BODY:
+                metrics.bad_requests.labels(endpoint, "413").inc()
+                return _problem(413, f"AdmissionReview larger than {MAX_BODY} bytes")
+        try:
+            request = review.parse(bytes(body))
+        except review.MalformedReview as exc:
+            metrics.bad_requests.labels(endpoint, "400").inc()
+            return _problem(400, f"malformed AdmissionReview: {exc}")
+        try:
+            outcome = await handler(request)
+        except Exception as exc:  # the apiserver must get an answer, never a 500 or a trace
+            log.exception("unexpected error answering uid=%s", request.uid)
+            outcome = Outcome(
+                review.denied(request.uid, f"kvinject internal error ({type(exc).__name__}); see webhook logs", 500),
+                "error",
+                type(exc).__name__,
+            )
+        metrics.admissions.labels(endpoint, outcome.result, outcome.reason).inc()
+        metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
+        return _json(outcome.response)
+
+    @app.post("/mutate")
+    async def mutate(http: Request) -> Response:
+        return await admit("mutate", http, mutator.mutate)
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return PlainTextResponse("ok")
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if cluster.ready():
+            return PlainTextResponse("ok")
+        return PlainTextResponse("caches not synced", status_code=503)
+
+    @app.get("/metrics")
+    async def metrics_endpoint() -> Response:
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app

@@ -1,0 +1,122 @@
+"""A CA and a serving certificate for the webhook, made with `cryptography`."""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import ipaddress
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+
+@dataclass(frozen=True)
+class Issued:
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+    @property
+    def ca_bundle(self) -> str:
+        return base64.b64encode(self.ca_file.read_bytes()).decode("ascii")
+
+
+def service_names(service: str, namespace: str) -> list[str]:
+    return [
+        service,
+        f"{service}.{namespace}",
+        f"{service}.{namespace}.svc",
+        f"{service}.{namespace}.svc.cluster.local",
+        "localhost",
+    ]
+
+
+def _key() -> ec.EllipticCurvePrivateKey:
+    return ec.generate_private_key(ec.SECP256R1())
+
+
+def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+
+
+def _write(path: Path, data: bytes, private: bool = False) -> None:
+    """Write atomically so a reloading server never reads half a file."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    if private:
+        os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def _load_ca(ca_cert: Path, ca_key: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None:
+    if not (ca_cert.exists() and ca_key.exists()):
+        return None
+    key = serialization.load_pem_private_key(ca_key.read_bytes(), password=None)
+    if not isinstance(key, ec.EllipticCurvePrivateKey):
+        return None
+    return x509.load_pem_x509_certificate(ca_cert.read_bytes()), key
+
+
+def issue(
+    out: Path,
+    dns_names: list[str],
+    ips: list[str] | None = None,
+    days: int = 365,
+    reuse_ca: bool = True,
+    prefix: str = "tls",
+) -> Issued:
+    """Write ca.crt/ca.key (kept if present and `reuse_ca`) and <prefix>.crt/<prefix>.key under `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    now = dt.datetime.now(dt.UTC)
+    ca_cert_path, ca_key_path = out / "ca.crt", out / "ca.key"
+    loaded = _load_ca(ca_cert_path, ca_key_path) if reuse_ca else None
+    if loaded is None:
+        ca_key = _key()
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kvinject CA")])
+        ca_cert = (
+            x509.CertificateBuilder()
+            .subject_name(ca_name)
+            .issuer_name(ca_name)
+            .public_key(ca_key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=days * 5))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+            .sign(ca_key, hashes.SHA256())
+        )
+        _write(ca_key_path, _pem_key(ca_key), private=True)
+        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
+    else:
+        ca_cert, ca_key = loaded
+
+    key = _key()
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or ["127.0.0.1"]]
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = out / f"{prefix}.crt", out / f"{prefix}.key"
+    # Key first: a reloader that sees the new cert must find its key already there.
+    _write(key_path, _pem_key(key), private=True)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return Issued(ca_cert_path, cert_path, key_path)

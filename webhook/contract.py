@@ -1,0 +1,299 @@
+"""The user-facing annotation contract: keys, defaults, grammar, and a pure parser.
+
+`parse()` turns a pod's metadata (plus its namespace's defaults) into an
+`InjectionRequest`, or into the complete list of problems found, so that one
+denial can name every mistake at once.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+PREFIX = "kvinject.io/"
+INJECT_LABEL = PREFIX + "inject"
+VAULT = PREFIX + "vault"
+SECRET_PREFIX = PREFIX + "secret-"
+ENV_PREFIX = PREFIX + "env-"
+MODE = PREFIX + "mode"
+CONTAINERS = PREFIX + "containers"
+MOUNT_PATH = PREFIX + "mount-path"
+PROVIDER_CLASS = PREFIX + "provider-class"
+INIT_FIRST = PREFIX + "init-first"
+STATUS = PREFIX + "status"
+STATUS_INJECTED = "injected"
+
+# Keys kvinject writes itself; a user may not set them but re-admission must accept them.
+OUTPUT_KEYS = frozenset({STATUS})
+SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST})
+
+DEFAULT_MOUNT_PATH = "/mnt/secrets"
+SA_CLIENT_ID = "azure.workload.identity/client-id"
+SA_TENANT_ID = "azure.workload.identity/tenant-id"
+
+_VAULT_RE = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){1,22}[a-zA-Z0-9]$")
+_OBJECT_RE = re.compile(r"^[a-zA-Z0-9-]{1,127}$")
+_VERSION_RE = re.compile(r"^[a-zA-Z0-9]{1,32}$")
+# A file name that is also a valid annotation-key suffix: no separators, no leading dot.
+_ALIAS_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,54}[A-Za-z0-9])?$")
+_ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DNS1123_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,251}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*$")
+_CONTAINER_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+
+
+class Mode(StrEnum):
+    CSI = "csi"
+    INIT = "init"
+
+
+class ObjectType(StrEnum):
+    SECRET = "secret"
+    KEY = "key"
+    CERT = "cert"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ObjectRef:
+    """One Key Vault object: `[<type>:][<vault>/]<object>[@<version>]` with the vault resolved."""
+
+    vault: str
+    name: str
+    type: ObjectType = ObjectType.SECRET
+    version: str = ""
+
+    def __str__(self) -> str:
+        text = f"{self.vault}/{self.name}"
+        if self.type is not ObjectType.SECRET:
+            text = f"{self.type.value}:{text}"
+        return f"{text}@{self.version}" if self.version else text
+
+
+@dataclass(frozen=True, slots=True)
+class Mounted:
+    alias: str
+    ref: ObjectRef
+
+
+@dataclass(frozen=True, slots=True)
+class EnvVar:
+    name: str
+    alias: str
+
+
+@dataclass(frozen=True, slots=True)
+class InjectionRequest:
+    """What the pod asked for, validated and with defaults applied."""
+
+    mode: Mode
+    mount_path: str
+    objects: tuple[Mounted, ...] = ()
+    env: tuple[EnvVar, ...] = ()
+    containers: tuple[str, ...] | None = None  # None: every container in spec.containers
+    provider_class: str | None = None
+    init_first: bool = True
+    warnings: tuple[str, ...] = field(default=())
+
+    @property
+    def vaults(self) -> tuple[str, ...]:
+        return tuple(sorted({m.ref.vault for m in self.objects}))
+
+
+class ContractError(Exception):
+    """Every problem found in a pod's annotations, reported together."""
+
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def is_opted_in(labels: Mapping[str, str] | None) -> bool:
+    return bool(labels) and (labels or {}).get(INJECT_LABEL) == "true"
+
+
+def parse_ref(text: str, default_vault: str | None) -> tuple[ObjectRef | None, list[str]]:
+    """Parse one reference; returns the ref or the problems with it."""
+    problems: list[str] = []
+    rest = text.strip()
+    obj_type = ObjectType.SECRET
+    if ":" in rest:
+        type_text, rest = rest.split(":", 1)
+        try:
+            obj_type = ObjectType(type_text)
+        except ValueError:
+            problems.append(f"unknown object type {type_text!r} (use secret, key or cert)")
+    version = ""
+    if "@" in rest:
+        rest, version = rest.rsplit("@", 1)
+        if not _VERSION_RE.match(version):
+            problems.append(f"version {version!r} must be 1-32 letters or digits")
+    vault = default_vault
+    if "/" in rest:
+        vault, rest = rest.split("/", 1)
+        if not _VAULT_RE.match(vault):
+            problems.append(
+                f"vault name {vault!r} must be 3-24 characters of letters, digits and single hyphens,"
+                " starting with a letter and ending with a letter or digit"
+            )
+    if not _OBJECT_RE.match(rest):
+        problems.append(f"object name {rest!r} must be 1-127 letters, digits or hyphens")
+    if vault is None:
+        problems.append(f"no vault for {text!r}: write <vault>/{rest} or set the {VAULT} annotation")
+    if problems:
+        return None, problems
+    assert vault is not None
+    return ObjectRef(vault=vault, name=rest, type=obj_type, version=version), []
+
+
+def _parse_bool(key: str, value: str, problems: list[str]) -> bool:
+    if value in ("true", "false"):
+        return value == "true"
+    problems.append(f'{key}: {value!r} must be "true" or "false"')
+    return True
+
+
+def _parse_mount_path(value: str, problems: list[str]) -> str:
+    normalized = posixpath.normpath(value) if value else ""
+    if not value.startswith("/") or ".." in value.split("/") or normalized == "/" or ":" in value:
+        problems.append(f"{MOUNT_PATH}: {value!r} must be an absolute path other than / without '..' or ':'")
+    return normalized
+
+
+def _parse_containers(value: str, problems: list[str]) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(n.strip() for n in value.split(",") if n.strip()))
+    if not names:
+        problems.append(f"{CONTAINERS}: list at least one container name, or remove the annotation")
+    for name in names:
+        if not _CONTAINER_RE.match(name):
+            problems.append(f"{CONTAINERS}: {name!r} is not a valid container name")
+    return names
+
+
+def parse(
+    annotations: Mapping[str, str] | None,
+    namespace_default_vault: str | None = None,
+) -> InjectionRequest:
+    """Parse a pod's kvinject annotations; raises ContractError listing every problem."""
+    annotations = annotations or {}
+    problems: list[str] = []
+    secrets: dict[str, str] = {}
+    envs: dict[str, str] = {}
+    for key, value in annotations.items():
+        if not key.startswith(PREFIX) or key in SINGLE_KEYS or key in OUTPUT_KEYS:
+            continue
+        if key.startswith(SECRET_PREFIX):
+            secrets[key[len(SECRET_PREFIX) :]] = value
+        elif key.startswith(ENV_PREFIX):
+            envs[key[len(ENV_PREFIX) :]] = value
+        else:
+            problems.append(
+                f"unknown annotation {key!r} (known: vault, secret-<alias>, env-<VAR>, mode,"
+                " containers, mount-path, provider-class, init-first)"
+            )
+
+    mode = Mode.CSI
+    if MODE in annotations:
+        try:
+            mode = Mode(annotations[MODE])
+        except ValueError:
+            problems.append(f"{MODE}: {annotations[MODE]!r} must be csi or init")
+
+    default_vault = annotations.get(VAULT) or namespace_default_vault
+    if VAULT in annotations and not _VAULT_RE.match(annotations[VAULT]):
+        problems.append(f"{VAULT}: {annotations[VAULT]!r} is not a valid Key Vault name")
+        default_vault = None
+
+    mount_path = DEFAULT_MOUNT_PATH
+    if MOUNT_PATH in annotations:
+        mount_path = _parse_mount_path(annotations[MOUNT_PATH], problems)
+    containers = _parse_containers(annotations[CONTAINERS], problems) if CONTAINERS in annotations else None
+    init_first = _parse_bool(INIT_FIRST, annotations[INIT_FIRST], problems) if INIT_FIRST in annotations else True
+
+    provider_class = annotations.get(PROVIDER_CLASS)
+    if provider_class is not None:
+        if not _DNS1123_RE.match(provider_class):
+            problems.append(f"{PROVIDER_CLASS}: {provider_class!r} is not a valid object name")
+        if secrets:
+            problems.append(
+                f"{PROVIDER_CLASS} mounts an existing SecretProviderClass: remove the"
+                f" {SECRET_PREFIX}* annotations or the {PROVIDER_CLASS} annotation"
+            )
+        if mode is Mode.INIT:
+            problems.append(f"{PROVIDER_CLASS} works only in mode csi")
+
+    objects: list[Mounted] = []
+    for alias, value in sorted(secrets.items()):
+        if not _ALIAS_RE.match(alias):
+            problems.append(
+                f"{SECRET_PREFIX}{alias}: alias {alias!r} must be a safe file name"
+                " (letters, digits, '.', '_', '-'; not starting with '.')"
+            )
+            continue
+        ref, ref_problems = parse_ref(value, default_vault)
+        problems.extend(f"{SECRET_PREFIX}{alias}: {p}" for p in ref_problems)
+        if ref is not None:
+            objects.append(Mounted(alias, ref))
+
+    aliases = {m.alias: m for m in objects}
+    env: list[EnvVar] = []
+    for var, value in sorted(envs.items()):
+        key = f"{ENV_PREFIX}{var}"
+        if not _ENV_RE.match(var):
+            problems.append(f"{key}: {var!r} is not a valid environment variable name")
+            continue
+        if mode is Mode.INIT:
+            problems.append(
+                f"{key}: environment variables need a synced Kubernetes Secret, which only mode csi"
+                " creates; read the file instead or use mode csi"
+            )
+            continue
+        if value in aliases or provider_class is not None:
+            env.append(EnvVar(var, value))
+            continue
+        # A full reference: the object is also mounted, as a file named after the variable.
+        ref, ref_problems = parse_ref(value, default_vault)
+        if ref is None:
+            problems.append(
+                f"{key}: {value!r} is neither an alias defined by a {SECRET_PREFIX}<alias>"
+                f" annotation nor a valid reference ({'; '.join(ref_problems)})"
+            )
+            continue
+        same = next((m for m in objects if m.ref == ref), None)
+        if same is not None:
+            env.append(EnvVar(var, same.alias))
+        elif var in aliases:
+            problems.append(f"{key}: alias {var!r} is already used for a different object")
+        else:
+            mounted = Mounted(var, ref)
+            objects.append(mounted)
+            aliases[var] = mounted
+            env.append(EnvVar(var, var))
+
+    vaults = sorted({m.ref.vault for m in objects})
+    if mode is Mode.CSI and len(vaults) > 1:
+        problems.append(
+            f"mode csi mounts one SecretProviderClass, which holds one vault, but this pod names"
+            f" {len(vaults)} ({', '.join(vaults)}): set {MODE}: init to read several vaults"
+        )
+    warnings: list[str] = []
+    if mode is Mode.CSI and INIT_FIRST in annotations:
+        warnings.append(f"{INIT_FIRST} is ignored in mode csi")
+    if not objects and provider_class is None and not problems:
+        problems.append(
+            f"pod is labelled {INJECT_LABEL}=true but requests nothing: add"
+            f" {SECRET_PREFIX}<alias> annotations or {PROVIDER_CLASS}"
+        )
+    if problems:
+        raise ContractError(problems)
+    return InjectionRequest(
+        mode=mode,
+        mount_path=mount_path,
+        objects=tuple(objects),
+        env=tuple(env),
+        containers=containers,
+        provider_class=provider_class,
+        init_first=init_first,
+        warnings=tuple(warnings),
+    )

@@ -1,0 +1,38 @@
+"""Prometheus metrics, in a registry per app so tests and embedded servers never share state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass
+class Metrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        self.admissions = Counter(
+            "kvinject_admissions",
+            "Admission requests by endpoint, result and reason",
+            ["endpoint", "result", "reason"],
+            registry=self.registry,
+        )
+        self.duration = Histogram(
+            "kvinject_admission_duration_seconds",
+            "Time to answer an admission request",
+            ["endpoint"],
+            registry=self.registry,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0, 2.5),
+        )
+        self.bad_requests = Counter(
+            "kvinject_bad_requests",
+            "Requests answered with an HTTP 4xx",
+            ["endpoint", "code"],
+            registry=self.registry,
+        )
+        self.provider_classes_created = Counter(
+            "kvinject_secretproviderclasses_created",
+            "SecretProviderClasses created",
+            registry=self.registry,
+        )

@@ -1,0 +1,189 @@
+"""Pure, idempotent mutators that turn a pod plus a decision into JSON-patch operations.
+
+Each mutator adds only what is missing, accepts what kvinject itself added
+before (so re-admitting its own output yields no operation), and reports a
+collision when the user already wrote something else under the same name.
+The pod is never modified; operations are built directly, never by diffing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from webhook import contract
+from webhook.spc import DRIVER
+
+VOLUME_NAME = "kvinject-secrets"
+
+
+class PlanError(Exception):
+    def __init__(self, problems: list[str]):
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def escape(token: str) -> str:
+    """RFC 6901 escaping of one JSON-pointer token."""
+    return token.replace("~", "~0").replace("/", "~1")
+
+
+@dataclass(frozen=True, slots=True)
+class EnvSource:
+    """One env var to set from a key of a (synced) Kubernetes Secret."""
+
+    name: str
+    secret: str
+    key: str
+
+    def entry(self) -> dict[str, Any]:
+        return {"name": self.name, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": self.key}}}
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: str  # JSON pointer of the container, e.g. /spec/containers/1
+    container: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.container.get("name", ""))
+
+
+@dataclass
+class Patch:
+    """Collects operations; appends to lists that may not exist yet."""
+
+    ops: list[dict[str, Any]] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    _created: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def append(self, parent: dict[str, Any], parent_path: str, key: str, value: Any) -> None:
+        """Append `value` to list `parent[key]` at JSON pointer `parent_path/key`."""
+        path = f"{parent_path}/{key}"
+        if parent.get(key) is not None:
+            self.ops.append({"op": "add", "path": f"{path}/-", "value": value})
+        elif path in self._created:
+            self._created[path]["value"].append(value)
+        else:
+            op = {"op": "add", "path": path, "value": [value]}
+            self._created[path] = op
+            self.ops.append(op)
+
+    def insert(self, parent: dict[str, Any], parent_path: str, key: str, index: int, value: Any) -> None:
+        if parent.get(key) is None:
+            self.append(parent, parent_path, key, value)
+        else:
+            self.ops.append({"op": "add", "path": f"{parent_path}/{key}/{index}", "value": value})
+
+    def set_annotation(self, pod: dict[str, Any], key: str, value: str) -> None:
+        meta = pod.get("metadata") or {}
+        annotations = meta.get("annotations")
+        if annotations is not None and annotations.get(key) == value:
+            return
+        if "metadata" not in pod:
+            self.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
+        elif annotations is None:
+            self.ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+        else:
+            self.ops.append({"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value})
+
+
+def targets(pod: dict[str, Any], names: Sequence[str] | None) -> tuple[list[Target], list[str]]:
+    """The containers to inject into: every app container by default, else the named ones."""
+    spec = pod.get("spec") or {}
+    apps = [Target(f"/spec/containers/{i}", c) for i, c in enumerate(spec.get("containers") or [])]
+    if names is None:
+        return apps, []
+    inits = [Target(f"/spec/initContainers/{i}", c) for i, c in enumerate(spec.get("initContainers") or [])]
+    by_name = {t.name: t for t in inits + apps}
+    missing = [n for n in names if n not in by_name]
+    problems = []
+    if missing:
+        known = ", ".join(sorted(by_name)) or "none"
+        problems.append(
+            f"{contract.CONTAINERS}: no container named {', '.join(missing)} in the pod (containers: {known})"
+        )
+    return [by_name[n] for n in names if n in by_name], problems
+
+
+def add_volume(patch: Patch, pod: dict[str, Any], volume: dict[str, Any], same: bool) -> None:
+    """Add `volume` unless an equal one (`same`) is present; another of that name collides."""
+    spec = pod.get("spec") or {}
+    existing = next((v for v in spec.get("volumes") or [] if v.get("name") == volume["name"]), None)
+    if existing is None:
+        patch.append(spec, "/spec", "volumes", volume)
+    elif not same:
+        patch.problems.append(f"the pod already has a volume named {volume['name']!r} that kvinject did not add")
+
+
+def csi_volume(provider_class: str) -> dict[str, Any]:
+    return {
+        "name": VOLUME_NAME,
+        "csi": {"driver": DRIVER, "readOnly": True, "volumeAttributes": {"secretProviderClass": provider_class}},
+    }
+
+
+def is_same_csi_volume(pod: dict[str, Any], provider_class: str) -> bool:
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        if v.get("name") == VOLUME_NAME:
+            csi = v.get("csi") or {}
+            return (
+                csi.get("driver") == DRIVER
+                and csi.get("readOnly") is True
+                and (csi.get("volumeAttributes") or {}).get("secretProviderClass") == provider_class
+            )
+    return False
+
+
+def add_mount(patch: Patch, target: Target, volume: str, mount_path: str) -> None:
+    for m in target.container.get("volumeMounts") or []:
+        if m.get("name") == volume and m.get("mountPath") == mount_path and m.get("readOnly") is True:
+            return
+        if m.get("mountPath") == mount_path:
+            patch.problems.append(
+                f"container {target.name!r} already mounts {m.get('name')!r} at {mount_path}:"
+                f" choose another {contract.MOUNT_PATH}"
+            )
+            return
+        if m.get("name") == volume:
+            patch.problems.append(f"container {target.name!r} already mounts volume {volume!r} at {m.get('mountPath')}")
+            return
+    patch.append(
+        target.container, target.path, "volumeMounts", {"name": volume, "mountPath": mount_path, "readOnly": True}
+    )
+
+
+def add_env(patch: Patch, target: Target, source: EnvSource) -> None:
+    wanted = source.entry()
+    for e in target.container.get("env") or []:
+        if e.get("name") == source.name:
+            if e != wanted:
+                patch.problems.append(
+                    f"container {target.name!r} already defines env {source.name!r}:"
+                    f" remove it or the {contract.ENV_PREFIX}{source.name} annotation"
+                )
+            return
+    patch.append(target.container, target.path, "env", wanted)
+
+
+def csi(
+    pod: dict[str, Any],
+    request: contract.InjectionRequest,
+    provider_class: str,
+    env: Sequence[EnvSource],
+) -> list[dict[str, Any]]:
+    """Operations that mount `provider_class` and set `env` in the target containers."""
+    patch = Patch()
+    chosen, problems = targets(pod, request.containers)
+    patch.problems.extend(problems)
+    add_volume(patch, pod, csi_volume(provider_class), is_same_csi_volume(pod, provider_class))
+    for target in chosen:
+        add_mount(patch, target, VOLUME_NAME, request.mount_path)
+        for source in env:
+            add_env(patch, target, source)
+    patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
+    if patch.problems:
+        raise PlanError(patch.problems)
+    return patch.ops

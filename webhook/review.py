@@ -1,0 +1,128 @@
+"""AdmissionReview v1 wire format: parse the request, build the one response shape.
+
+This is the only module that base64-encodes patches. Responses are plain dicts
+serialised with orjson by the caller.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+API_VERSION = "admission.k8s.io/v1"
+KIND = "AdmissionReview"
+
+
+class MalformedReview(ValueError):
+    """The body cannot be answered in-band (no usable uid): the caller returns HTTP 400."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    uid: str
+    kind: str
+    group: str
+    operation: str
+    namespace: str
+    sub_resource: str
+    dry_run: bool
+    object: dict[str, Any] | None
+    raw: dict[str, Any] = field(repr=False)
+
+    @property
+    def is_pod_create(self) -> bool:
+        return self.group == "" and self.kind == "Pod" and self.operation == "CREATE" and not self.sub_resource
+
+
+def parse(body: bytes) -> Request:
+    """Parse an AdmissionReview v1 body; raises MalformedReview with a clear reason."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedReview(f"body is not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise MalformedReview("body must be a JSON object (an AdmissionReview)")
+    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
+        raise MalformedReview(f"expected apiVersion {API_VERSION} kind {KIND}")
+    req = doc.get("request")
+    if not isinstance(req, dict):
+        raise MalformedReview("AdmissionReview has no request object")
+    uid = req.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise MalformedReview("request.uid must be a non-empty string")
+    kind = req.get("kind")
+    if not isinstance(kind, dict):
+        kind = {}
+    obj = req.get("object")
+    return Request(
+        uid=uid,
+        kind=_str(kind.get("kind")),
+        group=_str(kind.get("group")),
+        operation=_str(req.get("operation")),
+        namespace=_str(req.get("namespace")),
+        sub_resource=_str(req.get("subResource")),
+        dry_run=req.get("dryRun") is True,
+        object=obj if isinstance(obj, dict) else None,
+        raw=req,
+    )
+
+
+def _str(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
+def _review(response: dict[str, Any]) -> dict[str, Any]:
+    return {"apiVersion": API_VERSION, "kind": KIND, "response": response}
+
+
+def _base(uid: str, allowed: bool, warnings: list[str], audit: dict[str, str]) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": allowed}
+    if warnings:
+        response["warnings"] = warnings
+    if audit:
+        response["auditAnnotations"] = audit
+    return response
+
+
+def allowed(uid: str, warnings: list[str] | None = None, audit: dict[str, str] | None = None) -> dict[str, Any]:
+    return _review(_base(uid, True, warnings or [], audit or {}))
+
+
+def patched(
+    uid: str,
+    ops: list[dict[str, Any]],
+    warnings: list[str] | None = None,
+    audit: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    response = _base(uid, True, warnings or [], audit or {})
+    if ops:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(ops)).decode("ascii")
+    return _review(response)
+
+
+def denied(
+    uid: str,
+    message: str,
+    code: int = 403,
+    warnings: list[str] | None = None,
+    audit: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    response = _base(uid, False, warnings or [], audit or {})
+    response["status"] = {"code": code, "message": message, "reason": _REASONS.get(code, "Forbidden")}
+    return _review(response)
+
+
+_REASONS = {400: "BadRequest", 403: "Forbidden", 500: "InternalError", 503: "ServiceUnavailable"}
+
+
+def decode_patch(review: dict[str, Any]) -> list[dict[str, Any]]:
+    """The JSON patch carried by a response (empty when none): for tests and the CLI."""
+    patch = review.get("response", {}).get("patch")
+    if not patch:
+        return []
+    ops: list[dict[str, Any]] = orjson.loads(base64.b64decode(patch))
+    return ops

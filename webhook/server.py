@@ -1,0 +1,92 @@
+"""Run the app over TLS with uvicorn; reload the certificate from disk when it changes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+from pathlib import Path
+
+import uvicorn
+from fastapi import FastAPI
+
+from webhook.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def _fingerprint(*paths: Path) -> tuple[tuple[int, int, int], ...]:
+    result = []
+    for p in paths:
+        st = p.stat()
+        result.append((st.st_ino, st.st_size, st.st_mtime_ns))
+    return tuple(result)
+
+
+def tls_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(str(cert_file), str(key_file))
+    return ctx
+
+
+class CertReloader:
+    """Polls the certificate files; loads a new pair into the live context for new handshakes."""
+
+    def __init__(self, ctx: ssl.SSLContext, cert_file: Path, key_file: Path, interval: float):
+        self.ctx, self.cert_file, self.key_file, self.interval = ctx, cert_file, key_file, interval
+        self.seen = _fingerprint(cert_file, key_file)
+        self.reloads = 0
+
+    def check(self) -> bool:
+        try:
+            now = _fingerprint(self.cert_file, self.key_file)
+            if now == self.seen:
+                return False
+            tls_context(self.cert_file, self.key_file)  # validate the pair before touching the live context
+            self.ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
+        except (OSError, ssl.SSLError) as exc:
+            log.warning("certificate files changed but cannot be loaded yet (%s); keeping the current one", exc)
+            return False
+        self.seen = now
+        self.reloads += 1
+        log.info("reloaded serving certificate from %s", self.cert_file)
+        return True
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            self.check()
+
+
+def serve(app: FastAPI, settings: Settings) -> None:
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        ssl_certfile=str(settings.cert_file),
+        ssl_keyfile=str(settings.key_file),
+        timeout_keep_alive=settings.keep_alive_seconds,
+        log_level=settings.log_level.lower(),
+        access_log=False,
+        server_header=False,
+        lifespan="on",
+    )
+    config.load()
+    # Replace uvicorn's context with ours: TLS 1.2+, and one object the reloader can update.
+    config.ssl = tls_context(settings.cert_file, settings.key_file)
+    reloader = CertReloader(config.ssl, settings.cert_file, settings.key_file, settings.cert_reload_seconds)
+    server = uvicorn.Server(config)
+
+    async def main() -> None:
+        task = asyncio.create_task(reloader.run())
+        try:
+            await server.serve()
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    with asyncio.Runner(loop_factory=config.get_loop_factory()) as runner:
+        runner.run(main())

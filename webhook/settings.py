@@ -1,0 +1,27 @@
+"""Server settings from the environment (KVINJECT_*) and CLI flags; no module-level instance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="KVINJECT_", extra="ignore")
+
+    host: str = "0.0.0.0"
+    port: int = Field(default=8443, ge=1, le=65535)
+    cert_file: Path = Path("certs/tls.crt")
+    key_file: Path = Path("certs/tls.key")
+    cert_reload_seconds: float = Field(default=2.0, gt=0)
+    # Above the apiserver's 90 s idle timeout, so it is always the client that closes.
+    keep_alive_seconds: int = Field(default=120, ge=1)
+    cluster_file: Path | None = None
+    kubeconfig: str | None = None
+    tenant_id: str | None = None
+    cloud_name: str = ""
+    log_level: str = "INFO"
+    # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
+    api_timeout_seconds: float = Field(default=3.0, gt=0)
