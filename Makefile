@@ -1,0 +1,33 @@
+# kvinject developer entry points. `make run` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: install run test lint unit e2e-binaries clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+# Serve https://127.0.0.1:8443 on the embedded default cluster (no Kubernetes needed).
+run: install
+	$(BIN)/kvinject certs --out certs >/dev/null
+	$(BIN)/kvinject serve --cluster examples/cluster.yaml --host 127.0.0.1 --port 8443
+
+lint: install
+	$(BIN)/ruff check webhook tests
+	$(BIN)/mypy
+
+unit: install
+	$(BIN)/python -m pytest -m "not e2e"
+
+test: lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,111 @@
+"""Writes the golden AdmissionReview requests (run once; the JSON files are the fixtures).
+
+python -m tests.golden.make_requests
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from tests.helpers import admission_review, apply, controller_pod, example_cluster
+from webhook import review
+from webhook.admission import Mutator
+from webhook.settings import Settings
+
+K = "kvinject.io/"
+CASES = Path(__file__).parent / "cases"
+CSI = {
+    K + "secret-db-password": "db-password",
+    K + "secret-tls.pem": "cert:api-tls",
+    K + "env-DB_PASSWORD": "db-password",
+}
+
+
+def injected_pod(pod: dict[str, Any]) -> dict[str, Any]:
+    """kvinject's own output for `pod`, produced by the real code path."""
+    doc = admission_review(pod)
+    outcome = asyncio.run(Mutator(Settings(), example_cluster()).mutate(review.parse(orjson.dumps(doc))))
+    return apply(pod, outcome.ops)
+
+
+def requests() -> dict[str, dict[str, Any]]:
+    existing = controller_pod(
+        annotations=dict(CSI),
+        containers=[
+            {
+                "name": "app",
+                "image": "api:1",
+                "envFrom": [{"configMapRef": {"name": "api-config"}}],
+                "env": [{"name": "LOG_LEVEL", "value": "info"}],
+                "volumeMounts": [
+                    {
+                        "name": "kube-api-access-x1",
+                        "mountPath": "/var/run/secrets/kubernetes.io/serviceaccount",
+                        "readOnly": True,
+                    }
+                ],
+            }
+        ],
+        initContainers=[{"name": "migrate", "image": "api:1", "command": ["migrate"]}],
+        volumes=[
+            {"name": "cache", "emptyDir": {}},
+            {
+                "name": "kube-api-access-x1",
+                "projected": {"sources": [{"serviceAccountToken": {"path": "token", "expirationSeconds": 3607}}]},
+            },
+        ],
+    )
+    injected = injected_pod(controller_pod(annotations=dict(CSI)))
+    two = controller_pod(
+        annotations={**CSI, K + "containers": "worker"},
+        containers=[{"name": "app", "image": "a"}, {"name": "worker", "image": "w"}],
+    )
+    return {
+        "controller-pod-csi": admission_review(controller_pod(annotations=dict(CSI)), uid="uid-controller-pod-csi"),
+        "existing-init-volumes-envfrom": admission_review(existing, uid="uid-existing"),
+        "containers-selection": admission_review(two, uid="uid-selection"),
+        "already-injected": admission_review(injected, uid="uid-injected"),
+        "dry-run": admission_review(controller_pod(annotations=dict(CSI)), dry_run=True, uid="uid-dry-run"),
+        "provider-class": admission_review(
+            controller_pod(annotations={K + "provider-class": "payments-shared", K + "env-SHARED": "shared-config"}),
+            uid="uid-pc",
+        ),
+        "not-opted-in": admission_review(controller_pod(labels={"app": "api"}), uid="uid-not-opted-in"),
+        "deployment-ignored": admission_review({"metadata": {"name": "api"}}, kind="Deployment", uid="uid-deploy"),
+        "update-ignored": admission_review(controller_pod(), operation="UPDATE", uid="uid-update"),
+        "deny-bad-annotations": admission_review(
+            controller_pod(annotations={K + "secret-../x": "db", K + "mode": "sidecar", K + "env-DB": "nope"}),
+            uid="uid-bad",
+        ),
+        "deny-no-client-id": admission_review(controller_pod(service_account=None), uid="uid-no-client-id"),
+        "deny-missing-service-account": admission_review(controller_pod(service_account="ghost"), uid="uid-ghost"),
+        "deny-collision": admission_review(
+            controller_pod(
+                annotations=dict(CSI),
+                containers=[{"name": "app", "image": "a", "env": [{"name": "DB_PASSWORD", "value": "literal"}]}],
+            ),
+            uid="uid-collide",
+        ),
+        "deny-two-vaults": admission_review(
+            controller_pod(annotations={K + "secret-a": "payments-kv/a", K + "secret-b": "shared-kv/b"}),
+            uid="uid-two-vaults",
+        ),
+        "deny-provider-class-missing": admission_review(
+            controller_pod(annotations={K + "provider-class": "nope"}), uid="uid-pc-missing"
+        ),
+        "deny-no-object": admission_review(None, uid="uid-no-object"),
+    }
+
+
+def main() -> None:
+    CASES.mkdir(exist_ok=True)
+    for name, doc in requests().items():
+        (CASES / f"{name}.request.json").write_bytes(orjson.dumps(doc, option=orjson.OPT_INDENT_2) + b"\n")
+
+
+if __name__ == "__main__":
+    main()

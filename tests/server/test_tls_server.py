@@ -1,0 +1,135 @@
+"""The real `kvinject serve` process over TLS: chain verification, TLS floor, certificate hot reload."""
+
+from __future__ import annotations
+
+import os
+import socket
+import ssl
+import subprocess
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from cryptography import x509
+
+from tests.helpers import EXAMPLES, admission_review, controller_pod
+from webhook import certs
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def trust(ca_file: Path) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
+    ctx = ssl.create_default_context(cafile=str(ca_file))
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[tuple[int, certs.Issued, Path]]:
+    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
+    port = free_port()
+    log_file = tmp_path / "server.log"
+    env = {**os.environ, "KVINJECT_CERT_RELOAD_SECONDS": "0.2"}
+    with log_file.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "serve",
+                "--cluster",
+                str(EXAMPLES / "cluster.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cert-file",
+                str(issued.cert_file),
+                "--key-file",
+                str(issued.key_file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    httpx.get(f"https://127.0.0.1:{port}/readyz", verify=trust(issued.ca_file), timeout=1)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        pytest.fail(f"server did not start:\n{log_file.read_text()}")
+                    time.sleep(0.1)
+            yield port, issued, log_file
+        finally:
+            proc.terminate()
+            proc.wait(10)
+
+
+def test_serves_admission_over_verified_tls(server: tuple[int, certs.Issued, Path]) -> None:
+    port, issued, _ = server
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(issued.ca_file))) as client:
+        doc = admission_review(controller_pod(), uid="tls-1")
+        resp = client.post(
+            f"https://127.0.0.1:{port}/mutate", content=orjson.dumps(doc), headers={"Content-Type": "application/json"}
+        )
+    assert resp.status_code == 200
+    assert resp.json()["response"]["uid"] == "tls-1" and resp.json()["response"]["allowed"] is True
+
+
+def test_untrusted_client_fails_verification(server: tuple[int, certs.Issued, Path], tmp_path: Path) -> None:
+    port, _, _ = server
+    other = certs.issue(tmp_path / "other", ["x"], reuse_ca=False)
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trust(other.ca_file))
+
+
+def test_refuses_tls_below_1_2(server: tuple[int, certs.Issued, Path]) -> None:
+    port, _, _ = server
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_ciphers("DEFAULT:@SECLEVEL=0")  # let the client really offer TLS 1.1
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = ssl.TLSVersion.TLSv1
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_1
+    with (
+        pytest.raises((ssl.SSLError, OSError)),
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        ctx.wrap_socket(raw),
+    ):
+        pass
+
+
+def test_certificate_hot_reload(server: tuple[int, certs.Issued, Path]) -> None:
+    port, issued, log_file = server
+    before = served_certificate(port, issued.ca_file)
+    renewed = certs.issue(issued.cert_file.parent, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
+    expected = x509.load_pem_x509_certificate(renewed.cert_file.read_bytes())
+    assert expected.serial_number != before.serial_number
+    deadline = time.monotonic() + 10
+    while served_certificate(port, issued.ca_file).serial_number != expected.serial_number:
+        assert time.monotonic() < deadline, log_file.read_text()
+        time.sleep(0.1)
+    assert "reloaded serving certificate" in log_file.read_text()

@@ -1,0 +1,187 @@
+"""Planning: each mutator, idempotency (plan(plan(x)) adds nothing), collisions named."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import apply, controller_pod
+from webhook import contract, plan
+from webhook.plan import EnvSource, PlanError
+
+K = "kvinject.io/"
+SPC = "kvinject-0123456789abcdef"
+
+
+def request(annotations: dict[str, str]) -> contract.InjectionRequest:
+    return contract.parse(annotations, "payments-kv")
+
+
+def ops_for(pod: dict[str, Any], annotations: dict[str, str], env: list[EnvSource] | None = None) -> list[Any]:
+    return plan.csi(pod, request(annotations), SPC, env or [])
+
+
+BASIC = {K + "secret-db": "db"}
+APP = {"name": "app", "image": "a"}
+SIDE = {"name": "side", "image": "s"}
+ENV_DB = [EnvSource("DB", SPC, "db")]
+
+SHAPES: list[tuple[str, dict[str, Any], dict[str, str], list[EnvSource]]] = [
+    ("bare", controller_pod(containers=[dict(APP)]), BASIC, []),
+    ("existing-volumes", controller_pod(containers=[dict(APP)], volumes=[{"name": "data", "emptyDir": {}}]), BASIC, []),
+    (
+        "existing-mounts-and-env",
+        controller_pod(
+            containers=[
+                {
+                    **APP,
+                    "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+                    "env": [{"name": "X", "value": "1"}],
+                    "envFrom": [{"configMapRef": {"name": "cfg"}}],
+                }
+            ],
+            volumes=[{"name": "data", "emptyDir": {}}],
+        ),
+        BASIC,
+        ENV_DB,
+    ),
+    (
+        "init-containers",
+        controller_pod(containers=[dict(APP)], initContainers=[{"name": "migrate", "image": "m"}]),
+        BASIC,
+        ENV_DB,
+    ),
+    ("two-containers-env", controller_pod(containers=[dict(APP), dict(SIDE)]), BASIC, ENV_DB),
+    (
+        "containers-selection",
+        controller_pod(containers=[dict(APP), dict(SIDE)]),
+        {**BASIC, K + "containers": "side"},
+        ENV_DB,
+    ),
+    (
+        "init-container-target",
+        controller_pod(containers=[dict(APP)], initContainers=[{"name": "migrate", "image": "m"}]),
+        {**BASIC, K + "containers": "migrate,app"},
+        ENV_DB,
+    ),
+    (
+        "no-annotations-map",
+        {"metadata": {"labels": {K + "inject": "true"}}, "spec": {"containers": [dict(APP)]}},
+        BASIC,
+        [],
+    ),
+    ("no-metadata", {"spec": {"containers": [dict(APP)]}}, BASIC, []),
+    ("custom-mount-path", controller_pod(containers=[dict(APP)]), {**BASIC, K + "mount-path": "/etc/app"}, []),
+]
+
+
+@pytest.mark.parametrize(("pod", "annotations", "env"), [s[1:] for s in SHAPES], ids=[s[0] for s in SHAPES])
+def test_plan_applies_and_is_idempotent(pod: dict[str, Any], annotations: dict[str, str], env: list[EnvSource]) -> None:
+    ops = ops_for(pod, annotations, env)
+    once = apply(pod, ops)
+    assert plan.csi(once, request(annotations), SPC, env) == []  # re-admitting our own output: no patch
+    req = request(annotations)
+    chosen, _ = plan.targets(once, req.containers)
+    assert chosen, "at least one target"
+    for target in chosen:
+        mounts = [m for m in target.container["volumeMounts"] if m["name"] == plan.VOLUME_NAME]
+        assert mounts == [{"name": plan.VOLUME_NAME, "mountPath": req.mount_path, "readOnly": True}]
+        assert [e for e in target.container.get("env", []) if e["name"] == "DB"] == [e.entry() for e in env]
+    others = [c for c in once["spec"]["containers"] if c["name"] not in {t.name for t in chosen}]
+    for c in others:
+        assert "volumeMounts" not in c or all(m["name"] != plan.VOLUME_NAME for m in c["volumeMounts"])
+    volumes = [v for v in once["spec"]["volumes"] if v["name"] == plan.VOLUME_NAME]
+    assert volumes == [plan.csi_volume(SPC)]
+    assert once["metadata"]["annotations"][contract.STATUS] == "injected"
+    # What was there before is untouched and in place.
+    before = pod["spec"].get("volumes") or []
+    assert once["spec"].get("volumes", [])[: len(before)] == before
+    inits = [c["name"] for c in pod["spec"].get("initContainers") or []]
+    assert [c["name"] for c in once["spec"].get("initContainers") or []] == inits
+
+
+def test_plan_preserves_existing_items_order() -> None:
+    pod = controller_pod(containers=[{**APP, "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}])
+    once = apply(pod, ops_for(pod, BASIC, ENV_DB))
+    assert [e["name"] for e in once["spec"]["containers"][0]["env"]] == ["A", "B", "DB"]
+
+
+def test_ops_add_to_missing_lists_in_one_operation() -> None:
+    pod = controller_pod(containers=[dict(APP)])
+    ops = ops_for(pod, BASIC, [EnvSource("A", SPC, "db"), EnvSource("B", SPC, "db")])
+    assert [o["path"] for o in ops] == [
+        "/spec/volumes",
+        "/spec/containers/0/volumeMounts",
+        "/spec/containers/0/env",
+        "/metadata/annotations/kvinject.io~1status",
+    ]
+    assert [e["name"] for e in ops[2]["value"]] == ["A", "B"]
+
+
+def test_patch_appends_with_dash_when_list_exists() -> None:
+    pod = controller_pod(containers=[{**APP, "env": []}], volumes=[])
+    ops = ops_for(pod, BASIC, ENV_DB)
+    assert {"op": "add", "path": "/spec/volumes/-", "value": plan.csi_volume(SPC)} in ops
+    assert any(o["path"] == "/spec/containers/0/env/-" for o in ops)
+
+
+COLLISIONS = [
+    (
+        "volume-name",
+        controller_pod(containers=[dict(APP)], volumes=[{"name": "kvinject-secrets", "emptyDir": {}}]),
+        "the pod already has a volume named 'kvinject-secrets' that kvinject did not add",
+    ),
+    (
+        "volume-other-class",
+        controller_pod(containers=[dict(APP)], volumes=[plan.csi_volume("kvinject-other")]),
+        "the pod already has a volume named 'kvinject-secrets' that kvinject did not add",
+    ),
+    (
+        "mount-path",
+        controller_pod(containers=[{**APP, "volumeMounts": [{"name": "data", "mountPath": "/mnt/secrets"}]}]),
+        "container 'app' already mounts 'data' at /mnt/secrets: choose another kvinject.io/mount-path",
+    ),
+    (
+        "env-var",
+        controller_pod(containers=[{**APP, "env": [{"name": "DB", "value": "hard-coded"}]}]),
+        "container 'app' already defines env 'DB': remove it or the kvinject.io/env-DB annotation",
+    ),
+    (
+        "mount-our-volume-elsewhere",
+        controller_pod(containers=[{**APP, "volumeMounts": [{"name": "kvinject-secrets", "mountPath": "/other"}]}]),
+        "container 'app' already mounts volume 'kvinject-secrets' at /other",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pod", "message"), [c[1:] for c in COLLISIONS], ids=[c[0] for c in COLLISIONS])
+def test_collisions_are_denials_naming_the_collision(pod: dict[str, Any], message: str) -> None:
+    with pytest.raises(PlanError) as err:
+        ops_for(pod, BASIC, ENV_DB)
+    assert message in err.value.problems
+
+
+def test_all_collisions_and_unknown_containers_reported_together() -> None:
+    pod = controller_pod(
+        containers=[
+            {**APP, "env": [{"name": "DB", "value": "x"}], "volumeMounts": [{"name": "d", "mountPath": "/mnt/secrets"}]}
+        ],
+        volumes=[{"name": "kvinject-secrets", "emptyDir": {}}],
+    )
+    with pytest.raises(PlanError) as err:
+        plan.csi(pod, request({**BASIC, K + "containers": "app,ghost"}), SPC, ENV_DB)
+    assert len(err.value.problems) == 4
+    assert "kvinject.io/containers: no container named ghost in the pod (containers: app)" in err.value.problems
+
+
+def test_escape_json_pointer() -> None:
+    assert plan.escape("kvinject.io/status") == "kvinject.io~1status"
+    assert plan.escape("a~b/c") == "a~0b~1c"
+
+
+def test_plan_does_not_modify_its_input() -> None:
+    pod = controller_pod(containers=[dict(APP)])
+    snapshot = repr(pod)
+    ops_for(pod, BASIC, ENV_DB)
+    assert repr(pod) == snapshot

@@ -1,0 +1,102 @@
+"""The generated SecretProviderClass: content, name hashing, and the provider's objects format."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from tests.helpers import CLIENT_ID, TENANT_ID
+from webhook import contract, spc
+from webhook.model import ServiceAccount
+
+K = "kvinject.io/"
+SA = ServiceAccount("payments", "api", "uid-1", CLIENT_ID, TENANT_ID)
+
+
+def build(annotations: dict[str, str], account: ServiceAccount = SA, namespace: str = "payments") -> dict:
+    return spc.build(contract.parse(annotations, "payments-kv"), namespace, account, CLIENT_ID, TENANT_ID)
+
+
+def test_holds_exactly_the_requested_objects() -> None:
+    obj = build({K + "secret-db-password": "db-password", K + "secret-tls.pem": "cert:api-tls@abc123"})
+    params = obj["spec"]["parameters"]
+    assert params["keyvaultName"] == "payments-kv"
+    assert params["clientID"] == CLIENT_ID
+    assert params["tenantId"] == TENANT_ID
+    assert params["usePodIdentity"] == "false"
+    assert params["useVMManagedIdentity"] == "false"
+    assert spc.objects_of(params) == [
+        {"objectName": "db-password", "objectAlias": "db-password", "objectType": "secret", "objectVersion": ""},
+        {"objectName": "api-tls", "objectAlias": "tls.pem", "objectType": "cert", "objectVersion": "abc123"},
+    ]
+    assert "secretObjects" not in obj["spec"]
+
+
+def test_objects_parameter_is_what_the_azure_provider_parses() -> None:
+    obj = build({K + "secret-a": "a"})
+    doc = yaml.safe_load(obj["spec"]["parameters"]["objects"])
+    assert isinstance(doc["array"], list) and all(isinstance(item, str) for item in doc["array"])
+    assert yaml.safe_load(doc["array"][0]) == {
+        "objectName": "a",
+        "objectAlias": "a",
+        "objectType": "secret",
+        "objectVersion": "",
+    }
+
+
+def test_metadata_labels_owner_and_synced_secret() -> None:
+    obj = build({K + "secret-db": "db", K + "secret-other": "other", K + "env-DB": "db"})
+    meta = obj["metadata"]
+    assert meta["name"].startswith("kvinject-") and len(meta["name"]) == len("kvinject-") + 16
+    assert meta["namespace"] == "payments"
+    assert meta["labels"] == {"app.kubernetes.io/managed-by": "kvinject"}
+    assert meta["ownerReferences"] == [{"apiVersion": "v1", "kind": "ServiceAccount", "name": "api", "uid": "uid-1"}]
+    assert obj["spec"]["secretObjects"] == [
+        {
+            "secretName": meta["name"],
+            "type": "Opaque",
+            "labels": {"app.kubernetes.io/managed-by": "kvinject"},
+            "data": [{"objectName": "db", "key": "db"}],
+        }
+    ]
+
+
+BASE = {K + "secret-db": "db"}
+
+
+@pytest.mark.parametrize(
+    ("annotations", "account", "namespace"),
+    [
+        ({K + "secret-db": "db2"}, SA, "payments"),
+        ({K + "secret-db": "db@abc"}, SA, "payments"),
+        ({K + "secret-db": "cert:db"}, SA, "payments"),
+        ({K + "secret-d": "db"}, SA, "payments"),
+        ({**BASE, K + "env-DB": "db"}, SA, "payments"),
+        (BASE, ServiceAccount("payments", "api", "uid-2", CLIENT_ID, TENANT_ID), "payments"),
+        (BASE, ServiceAccount("payments", "other", "uid-1", CLIENT_ID, TENANT_ID), "payments"),
+        (BASE, SA, "billing"),
+        ({K + "secret-db": "other-kv/db"}, SA, "payments"),
+    ],
+    ids=["object", "version", "type", "alias", "env", "owner-uid", "owner-name", "namespace", "vault"],
+)
+def test_name_changes_with_anything_that_goes_into_it(
+    annotations: dict, account: ServiceAccount, namespace: str
+) -> None:
+    assert build(annotations, account, namespace)["metadata"]["name"] != build(BASE)["metadata"]["name"]
+
+
+def test_name_is_stable_and_independent_of_annotation_order() -> None:
+    a = build({K + "secret-a": "a", K + "secret-b": "b"})
+    b = build({K + "secret-b": "b", K + "secret-a": "a"})
+    assert a == b
+
+
+@pytest.mark.parametrize(
+    "text", ["", "array: nope", "array:\n  - |\n    objectType: secret\n"], ids=["empty", "not-list", "no-name"]
+)
+def test_objects_of_rejects_or_empties(text: str) -> None:
+    if not text:
+        assert spc.objects_of({"objects": text}) == []
+    else:
+        with pytest.raises(ValueError):
+            spc.objects_of({"objects": text})
