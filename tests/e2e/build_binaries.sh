@@ -52,20 +52,17 @@ if command -v flock >/dev/null 2>&1; then
     flock 9
 fi
 
-TMPDIRS=()
+# One scratch directory per run for the throwaway modules, removed on exit.
+BUILD_TMP=$(mktemp -d "$CACHE/tmp/build.XXXXXX")
 cleanup() {
-    local d
-    for d in "${TMPDIRS[@]+"${TMPDIRS[@]}"}"; do
-        chmod -R u+w "$d" 2>/dev/null || true
-        rm -rf "$d"
-    done
+    chmod -R u+w "$BUILD_TMP" 2>/dev/null || true
+    rm -rf "$BUILD_TMP"
 }
 trap cleanup EXIT
 
-new_tmpdir() {  # new_tmpdir NAME -> prints path
-    local d
-    d=$(mktemp -d "$CACHE/tmp/$1.XXXXXX")
-    TMPDIRS+=("$d")
+new_tmpdir() {  # new_tmpdir NAME -> prints the path of a fresh directory
+    local d="$BUILD_TMP/$1"
+    mkdir -p "$d"
     printf '%s\n' "$d"
 }
 
@@ -252,6 +249,19 @@ build_azwi() {
 
     local work
     work=$(new_tmpdir azwi)
+
+    # Its logging library monis.app/mlog is not served by the module proxy reachable
+    # here (403 for every version). When that is so, substitute kvinject's own minimal
+    # stand-in (tests/e2e/azwi-mlog-shim, same API subset, logs JSON via logr/funcr).
+    local mlog_v
+    mlog_v=$(awk '$1 == "monis.app/mlog" { print $2; exit }' "$gomod")
+    if [[ -n "$mlog_v" ]] && ! (cd "$CACHE/tmp" && GOFLAGS= "$GO" mod download "monis.app/mlog@$mlog_v") >/dev/null 2>&1; then
+        log "azwi-webhook $v: monis.app/mlog@$mlog_v unavailable from the module proxy; using tests/e2e/azwi-mlog-shim"
+        cp -R "$HERE/azwi-mlog-shim" "$work/mlog"
+        [[ -z "$reps" ]] || reps+=$'\n'
+        reps+="monis.app/mlog => ./mlog"
+    fi
+
     {
         echo "module kvinject.invalid/e2e-build/azwi"
         echo
