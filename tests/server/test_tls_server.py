@@ -133,3 +133,65 @@ def test_certificate_hot_reload(server: tuple[int, certs.Issued, Path]) -> None:
         assert time.monotonic() < deadline, log_file.read_text()
         time.sleep(0.1)
     assert "reloaded serving certificate" in log_file.read_text()
+
+
+def test_unreachable_api_means_not_ready_and_clear_denials(tmp_path: Path) -> None:
+    """Cold start with the apiserver down: /readyz is 503 and admissions are denied quickly, never hang."""
+    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
+    dead = free_port()  # nothing listens here
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: c\n"
+        f"clusters: [{{name: c, cluster: {{server: 'https://127.0.0.1:{dead}', insecure-skip-tls-verify: true}}}}]\n"
+        "users: [{name: u, user: {token: not-a-real-token}}]\n"
+        "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--kubeconfig",
+            str(kubeconfig),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--cert-file",
+            str(issued.cert_file),
+            "--key-file",
+            str(issued.key_file),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        ctx = trust(issued.ca_file)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                health = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=1)
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert health.status_code == 200
+        assert httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ctx).status_code == 503
+        started = time.monotonic()
+        resp = httpx.post(
+            f"https://127.0.0.1:{port}/mutate",
+            verify=ctx,
+            timeout=10,
+            content=orjson.dumps(admission_review(controller_pod(), uid="cold")),
+            headers={"Content-Type": "application/json"},
+        )
+        assert time.monotonic() - started < 5
+        answer = resp.json()["response"]
+        assert answer["uid"] == "cold" and answer["allowed"] is False and answer["status"]["code"] == 503
+        assert "could not read Namespace payments: the Kubernetes API did not answer" in answer["status"]["message"]
+    finally:
+        proc.terminate()
+        output = proc.communicate(timeout=10)[0].decode()
+    assert "not-a-real-token" not in output

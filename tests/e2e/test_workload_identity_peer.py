@@ -1,0 +1,152 @@
+"""kvinject beside the real Azure Workload Identity webhook, called first or last, with reinvocation."""
+
+from __future__ import annotations
+
+import base64
+import os
+import ssl
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from tests.e2e.controlplane import Binaries, ControlPlane, free_port, tail
+from tests.e2e.webhook_harness import K, KvinjectServer, create, pod_manifest
+from tests.helpers import CLIENT_ID, TENANT_ID
+from webhook import certs
+
+AZWI_PORT = 9443  # the peer has no flag for it, and binds every interface: hence the private netns
+
+
+def only_loopback() -> bool:
+    names = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    return names == ["lo"]
+
+
+@pytest.fixture(scope="module")
+def azwi(
+    e2e_binaries: Binaries,
+    control_plane: ControlPlane,
+    kvinject: KvinjectServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[str]:
+    """The peer webhook process; yields its caBundle."""
+    if not only_loopback():
+        message = "the Azure Workload Identity webhook binds all interfaces: run under tests/isolated.sh (make test)"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+    e2e_binaries.require("azwi_webhook")
+    workdir = tmp_path_factory.mktemp("azwi")
+    issued = certs.issue(workdir, ["localhost"], ips=["127.0.0.1"])
+    log_path = workdir / "azwi.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                str(e2e_binaries.azwi_webhook),
+                "-webhook-cert-dir",
+                str(workdir),
+                "-disable-cert-rotation",
+                "-health-addr",
+                f"127.0.0.1:{free_port()}",
+                "-metrics-addr",
+                f"127.0.0.1:{free_port()}",
+                "-kubeconfig",
+                str(control_plane.kubeconfig),
+                "-tls-min-version",
+                "1.2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "AZURE_TENANT_ID": TENANT_ID},
+        )
+    try:
+        ctx = ssl.create_default_context(cafile=str(issued.ca_file))
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                httpx.post(f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod", content=b"{}", verify=ctx, timeout=1)
+                break
+            except httpx.TransportError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"azwi-webhook did not start:\n{tail(log_path)}")
+                time.sleep(0.2)
+        yield base64.b64encode(issued.ca_file.read_bytes()).decode()
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def peer_configuration(name: str, ca_bundle: str) -> dict[str, Any]:
+    """Shaped like the peer's own chart: pods labelled azure.workload.identity/use=true."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [
+            {
+                "name": "mutation.azure-workload-identity.io",
+                "admissionReviewVersions": ["v1"],
+                "clientConfig": {"url": f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod", "caBundle": ca_bundle},
+                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+                "objectSelector": {"matchLabels": {"azure.workload.identity/use": "true"}},
+                "failurePolicy": "Fail",
+                "sideEffects": "None",
+                "matchPolicy": "Equivalent",
+                "reinvocationPolicy": "IfNeeded",
+                "timeoutSeconds": 10,
+            }
+        ],
+    }
+
+
+# The apiserver calls mutating configurations sorted by name: "a-…" before "kvinject", "z-…" after.
+@pytest.mark.parametrize("config_name", ["a-azure-wi-webhook", "z-azure-wi-webhook"], ids=["peer-first", "peer-last"])
+def test_both_injections_without_duplicates(
+    control_plane: ControlPlane, namespace: str, azwi: str, config_name: str
+) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, azwi)))
+    time.sleep(1)
+    try:
+        pod = pod_manifest(
+            namespace,
+            {K + "secret-db": "peer-kv/db", K + "env-DB": "db"},
+            containers=[{"name": "app", "image": "a:1"}, {"name": "side", "image": "s:1"}],
+        )
+        pod["metadata"]["labels"]["azure.workload.identity/use"] = "true"
+        stored = create(control_plane, pod)
+    finally:
+        control_plane.kubectl("delete", "mutatingwebhookconfiguration", config_name)
+
+    spec = stored["spec"]
+    volume_names = Counter(v["name"] for v in spec["volumes"])
+    assert all(n == 1 for n in volume_names.values()), volume_names
+    assert "kvinject-secrets" in volume_names
+    assert any(
+        "projected" in v
+        and any("serviceAccountToken" in s for s in v["projected"]["sources"])
+        and v["name"] != "kube-api-access"
+        and not v["name"].startswith("kube-api-access")
+        for v in spec["volumes"]
+    ), "the peer's token volume"
+    assert stored["metadata"]["annotations"][K + "status"] == "injected"
+    for container in spec["containers"]:
+        env = Counter(e["name"] for e in container["env"])
+        assert all(n == 1 for n in env.values()), (container["name"], env)
+        assert {
+            "AZURE_CLIENT_ID",
+            "AZURE_TENANT_ID",
+            "AZURE_FEDERATED_TOKEN_FILE",
+            "AZURE_AUTHORITY_HOST",
+            "DB",
+        } <= set(env)
+        assert next(e for e in container["env"] if e["name"] == "AZURE_CLIENT_ID")["value"] == CLIENT_ID
+        paths = Counter(m["mountPath"] for m in container["volumeMounts"])
+        assert all(n == 1 for n in paths.values()), paths
+        assert {"name": "kvinject-secrets", "mountPath": "/mnt/secrets", "readOnly": True} in container["volumeMounts"]
