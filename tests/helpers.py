@@ -106,8 +106,13 @@ def admission_review(
     }
 
 
-def example_cluster() -> FileCluster:
-    return FileCluster.from_path(EXAMPLES / "cluster.yaml")
+def example_cluster(*extra: Path) -> FileCluster:
+    """examples/cluster.yaml, plus further files of objects."""
+    return FileCluster.from_path(EXAMPLES / "cluster.yaml", *extra)
+
+
+def golden_cluster() -> FileCluster:
+    return example_cluster(ROOT / "tests" / "golden" / "cluster-extra.yaml")
 
 
 def apply(pod: dict[str, Any], ops: list[dict[str, Any]]) -> dict[str, Any]:

@@ -11,8 +11,11 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract, identity, plan, review, spc
+from webhook import contract, identity, plan, policy, review, spc
+from webhook.access import Denial, Judge
 from webhook.cluster import Cluster, ClusterError
+from webhook.metrics import Metrics
+from webhook.model import Namespace, ServiceAccount
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,14 +32,6 @@ class Outcome:
     ops: list[dict[str, Any]] = field(default_factory=list)
 
 
-class Denial(Exception):
-    def __init__(self, message: str, code: int = 403, reason: str = "denied"):
-        super().__init__(message)
-        self.message = message
-        self.code = code
-        self.reason = reason
-
-
 def describe(pod: dict[str, Any]) -> str:
     """Name a pod without relying on metadata.name: controller-made pods only have generateName."""
     meta = pod.get("metadata") or {}
@@ -50,10 +45,44 @@ def describe(pod: dict[str, Any]) -> str:
     return "pod"
 
 
-class Mutator:
+class Lookups:
+    """Reads shared by /mutate and /validate, with API failures turned into denials."""
+
     def __init__(self, settings: Settings, cluster: Cluster):
         self.settings = settings
         self.cluster = cluster
+
+    async def namespace(self, name: str) -> Namespace | None:
+        try:
+            return await self.cluster.namespace(name)
+        except ClusterError as exc:
+            raise Denial(f"could not read Namespace {name}: {exc}", 503, "cluster") from None
+
+    async def identity(self, namespace: str, pod: dict[str, Any]) -> tuple[str, ServiceAccount, identity.Identity]:
+        name = identity.service_account_name(pod.get("spec") or {})
+        try:
+            account = await self.cluster.service_account(namespace, name)
+        except ClusterError as exc:
+            raise Denial(f"could not read ServiceAccount {namespace}/{name}: {exc}", 503, "cluster") from None
+        who = identity.resolve(namespace, name, account, self.settings.tenant_id)
+        if isinstance(who, str):
+            raise Denial(who, 403, "identity")
+        assert account is not None
+        return name, account, who
+
+    async def provider_class(self, namespace: str, name: str) -> Any:
+        try:
+            return await self.cluster.secret_provider_class(namespace, name)
+        except ClusterError as exc:
+            raise Denial(f"could not read SecretProviderClass {namespace}/{name}: {exc}", 503, "cluster") from None
+
+
+class Mutator:
+    def __init__(self, settings: Settings, cluster: Cluster, metrics: Metrics | None = None):
+        self.settings = settings
+        self.cluster = cluster
+        self.lookups = Lookups(settings, cluster)
+        self.judge = Judge(settings.enforcement, metrics or Metrics())
 
     async def mutate(self, request: review.Request) -> Outcome:
         if not request.is_pod_create:
@@ -67,10 +96,7 @@ class Mutator:
             return self._denied(request, denial, pod)
 
     def _denied(self, request: review.Request, denial: Denial, pod: dict[str, Any] | None = None) -> Outcome:
-        who = describe(pod) if pod is not None else "request"
-        message = f"kvinject denied {who} in namespace {request.namespace or '?'}: {denial.message}"
-        log.info("denied uid=%s namespace=%s %s reason=%s", request.uid, request.namespace, who, denial.reason)
-        return Outcome(review.denied(request.uid, message, denial.code), "denied", denial.reason)
+        return denied_outcome(request, denial, pod)
 
     async def _mutate_pod(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
         meta = pod.get("metadata") or {}
@@ -79,37 +105,36 @@ class Mutator:
         namespace = request.namespace
         if not namespace:
             raise Denial("the AdmissionReview has no namespace", 400, "bad-request")
-        try:
-            ns = await self.cluster.namespace(namespace)
-        except ClusterError as exc:
-            raise Denial(f"could not read Namespace {namespace}: {exc}", 503, "cluster") from None
+        ns = await self.lookups.namespace(namespace)
         try:
             wanted = contract.parse(meta.get("annotations"), ns.default_vault if ns else None)
         except contract.ContractError as exc:
             raise Denial(_enumerate("annotation", exc.problems), 400, "bad-annotation") from None
-
-        spec = pod.get("spec") or {}
-        sa_name = identity.service_account_name(spec)
-        try:
-            account = await self.cluster.service_account(namespace, sa_name)
-        except ClusterError as exc:
-            raise Denial(f"could not read ServiceAccount {namespace}/{sa_name}: {exc}", 503, "cluster") from None
-        who = identity.resolve(namespace, sa_name, account, self.settings.tenant_id)
-        if isinstance(who, str):
-            raise Denial(who, 403, "identity")
-        assert account is not None
-
+        sa_name, account, who = await self.lookups.identity(namespace, pod)
         if wanted.mode is contract.Mode.INIT:
             raise Denial("mode init is not available in this version of kvinject; use mode csi", 400, "mode")
+
         generated: dict[str, Any] | None = None
         if wanted.provider_class is not None:
-            class_name, env = await self._existing_class(namespace, wanted)
-            objects = [f"{namespace}/{class_name}"]
+            class_name, env, refs, problems = await self._existing_class(namespace, wanted, who)
         else:
             generated = spc.build(wanted, namespace, account, who.client_id, who.tenant_id, self.settings.cloud_name)
             class_name = generated["metadata"]["name"]
             env = [plan.EnvSource(e.name, class_name, e.alias) for e in wanted.env]
-            objects = [str(m.ref) for m in wanted.objects]
+            refs, problems = [m.ref for m in wanted.objects], []
+
+        mode, warnings = self.judge.mode(ns)
+        audit = {
+            "service-account": f"{namespace}/{sa_name}",
+            "client-id": who.client_id,
+            "secret-provider-class": class_name,
+            "objects": ",".join(str(r) for r in refs),
+        }
+        if problems:
+            verdict = self.judge.findings("mutate", mode, "provider-class", problems, audit)
+        else:
+            decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+            verdict = self.judge.decision("mutate", mode, decision, audit)
         try:
             ops = plan.csi(pod, wanted, class_name, env)
         except plan.PlanError as exc:
@@ -120,38 +145,29 @@ class Mutator:
                 await self.cluster.ensure_provider_class(generated)
             except ClusterError as exc:
                 raise Denial(str(exc), 503, "cluster") from None
-        audit = {
-            "service-account": f"{namespace}/{sa_name}",
-            "client-id": who.client_id,
-            "secret-provider-class": class_name,
-            "objects": ",".join(objects),
-        }
-        warnings = list(wanted.warnings)
         log.info(
-            "admitted uid=%s namespace=%s %s class=%s ops=%d dry_run=%s",
+            "admitted uid=%s namespace=%s %s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,
             namespace,
             describe(pod),
             class_name,
             len(ops),
             request.dry_run,
+            verdict.audit["decision"],
         )
         return Outcome(
-            review.patched(request.uid, ops, warnings, audit),
+            review.patched(request.uid, ops, [*wanted.warnings, *warnings, *verdict.warnings], verdict.audit),
             "injected" if ops else "unchanged",
             provider_class=generated,
             ops=ops,
         )
 
     async def _existing_class(
-        self, namespace: str, wanted: contract.InjectionRequest
-    ) -> tuple[str, list[plan.EnvSource]]:
+        self, namespace: str, wanted: contract.InjectionRequest, who: identity.Identity
+    ) -> tuple[str, list[plan.EnvSource], list[contract.ObjectRef], list[str]]:
         name = wanted.provider_class
         assert name is not None
-        try:
-            found = await self.cluster.secret_provider_class(namespace, name)
-        except ClusterError as exc:
-            raise Denial(f"could not read SecretProviderClass {namespace}/{name}: {exc}", 503, "cluster") from None
+        found = await self.lookups.provider_class(namespace, name)
         if found is None:
             raise Denial(
                 f"SecretProviderClass {namespace}/{name} named by {contract.PROVIDER_CLASS} does not exist",
@@ -179,7 +195,17 @@ class Mutator:
                 env.append(source)
         if problems:
             raise Denial(_enumerate("annotation", problems), 400, "bad-annotation")
-        return name, env
+        refs, problems = spc.declared_objects(
+            found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
+        )
+        return name, env, refs, problems
+
+
+def denied_outcome(request: review.Request, denial: Denial, pod: dict[str, Any] | None = None) -> Outcome:
+    who = describe(pod) if pod is not None else "request"
+    message = f"kvinject denied {who} in namespace {request.namespace or '?'}: {denial.message}"
+    log.info("denied uid=%s namespace=%s %s reason=%s", request.uid, request.namespace, who, denial.reason)
+    return Outcome(review.denied(request.uid, message, denial.code, audit=denial.audit), "denied", denial.reason)
 
 
 def _enumerate(what: str, problems: list[str]) -> str:

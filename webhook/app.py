@@ -33,7 +33,7 @@ def _problem(status: int, message: str) -> Response:
 
 def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = None) -> FastAPI:
     metrics = metrics or Metrics()
-    mutator = Mutator(settings, cluster)
+    mutator = Mutator(settings, cluster, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

@@ -19,15 +19,15 @@ import threading
 import time
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import orjson
 import yaml
 
-from webhook.model import Namespace, SecretProviderClass, ServiceAccount
+from webhook.model import AccessPolicy, Namespace, SecretProviderClass, ServiceAccount
 
 log = logging.getLogger(__name__)
 
@@ -48,55 +48,123 @@ class Resource:
 SERVICE_ACCOUNTS = Resource("ServiceAccount", "/api/v1/serviceaccounts", True)
 NAMESPACES = Resource("Namespace", "/api/v1/namespaces", True)
 PROVIDER_CLASSES = Resource("SecretProviderClass", "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", False)
-RESOURCES = (SERVICE_ACCOUNTS, NAMESPACES, PROVIDER_CLASSES)
+ACCESS_POLICIES = Resource("SecretAccessPolicy", "/apis/kvinject.io/v1alpha1/secretaccesspolicies", False)
+RESOURCES = (SERVICE_ACCOUNTS, NAMESPACES, PROVIDER_CLASSES, ACCESS_POLICIES)
+
+
+R = TypeVar("R")
+
+
+class Store(Generic[R]):
+    """Records by key, plus secondary indexes kept in step on every put and delete."""
+
+    def __init__(self, key: Callable[[R], Hashable], indexers: dict[str, Callable[[R], Iterable[Hashable]]]):
+        self._key = key
+        self._indexers = indexers
+        self.items: dict[Hashable, R] = {}
+        self.indexes: dict[str, dict[Hashable, dict[Hashable, R]]] = {name: {} for name in indexers}
+
+    def put(self, record: R) -> None:
+        key = self._key(record)
+        self._unindex(key)
+        self.items[key] = record
+        for name, values in self._indexers.items():
+            for value in values(record):
+                self.indexes[name].setdefault(value, {})[key] = record
+
+    def delete(self, record: R) -> None:
+        key = self._key(record)
+        self._unindex(key)
+        self.items.pop(key, None)
+
+    def _unindex(self, key: Hashable) -> None:
+        old = self.items.get(key)
+        if old is None:
+            return
+        for name, values in self._indexers.items():
+            for value in values(old):
+                bucket = self.indexes[name].get(value)
+                if bucket is not None:
+                    bucket.pop(key, None)
+                    if not bucket:
+                        del self.indexes[name][value]
+
+    def get(self, key: Hashable) -> R | None:
+        return self.items.get(key)
+
+    def by(self, index: str, value: Hashable) -> list[R]:
+        return list(self.indexes[index].get(value, {}).values())
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+
+def _synced_secrets(spc: SecretProviderClass) -> list[Hashable]:
+    return [(spc.namespace, str(so.get("secretName"))) for so in spc.secret_objects if isinstance(so, dict)]
+
+
+def new_stores() -> dict[str, Store[Any]]:
+    return {
+        "ServiceAccount": Store[ServiceAccount](lambda r: (r.namespace, r.name), {}),
+        "Namespace": Store[Namespace](lambda r: r.name, {}),
+        "SecretProviderClass": Store[SecretProviderClass](lambda r: (r.namespace, r.name), {"synced": _synced_secrets}),
+        "SecretAccessPolicy": Store[AccessPolicy](lambda r: r.name, {"client": lambda r: [r.client_id]}),
+    }
+
+
+PROJECTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "ServiceAccount": ServiceAccount.from_object,
+    "Namespace": Namespace.from_object,
+    "SecretProviderClass": SecretProviderClass.from_object,
+    "SecretAccessPolicy": AccessPolicy.from_object,
+}
 
 
 class Cluster(ABC):
     def __init__(self) -> None:
-        self.service_accounts: dict[Key, ServiceAccount] = {}
-        self.namespaces: dict[str, Namespace] = {}
-        self.provider_classes: dict[Key, SecretProviderClass] = {}
+        self.stores = new_stores()
 
     # -- filling ---------------------------------------------------------
     def apply(self, event: str, obj: dict[str, Any]) -> None:
         """Apply one watch-style event (ADDED, MODIFIED, DELETED) for any known kind."""
-        kind = obj.get("kind")
-        meta = obj.get("metadata") or {}
-        deleted = event == "DELETED"
-        if kind == "ServiceAccount":
-            sa = ServiceAccount.from_object(obj)
-            self._put(self.service_accounts, (sa.namespace, sa.name), sa, deleted)
-        elif kind == "Namespace":
-            ns = Namespace.from_object(obj)
-            self._put(self.namespaces, ns.name, ns, deleted)
-        elif kind == "SecretProviderClass":
-            spc = SecretProviderClass.from_object(obj)
-            self._put(self.provider_classes, (spc.namespace, spc.name), spc, deleted)
+        kind = str(obj.get("kind"))
+        project = PROJECTIONS.get(kind)
+        if project is None:
+            log.debug("ignoring %s %s", kind, (obj.get("metadata") or {}).get("name"))
+            return
+        record = project(obj)
+        if event == "DELETED":
+            self.stores[kind].delete(record)
         else:
-            log.debug("ignoring %s %s", kind, meta.get("name"))
+            self.stores[kind].put(record)
 
-    @staticmethod
-    def _put(store: dict[Any, Any], key: Any, value: Any, deleted: bool) -> None:
-        if deleted:
-            store.pop(key, None)
-        else:
-            store[key] = value
+    @property
+    def provider_classes(self) -> Store[SecretProviderClass]:
+        return self.stores["SecretProviderClass"]
+
+    def policies_for(self, client_id: str) -> list[AccessPolicy]:
+        """Policies of one identity: an index lookup, whatever the number of policies."""
+        return self.stores["SecretAccessPolicy"].by("client", client_id.lower())
+
+    def classes_syncing(self, namespace: str, secret: str) -> list[SecretProviderClass]:
+        """SecretProviderClasses whose secretObjects sync to Secret `namespace/secret`."""
+        return self.stores["SecretProviderClass"].by("synced", (namespace, secret))
 
     # -- reading ---------------------------------------------------------
     async def namespace(self, name: str) -> Namespace | None:
-        found = self.namespaces.get(name)
+        found = self.stores["Namespace"].get(name)
         if found is None:
             found = await self._fetch_namespace(name)
         return found
 
     async def service_account(self, namespace: str, name: str) -> ServiceAccount | None:
-        found = self.service_accounts.get((namespace, name))
+        found = self.stores["ServiceAccount"].get((namespace, name))
         if found is None:
             found = await self._fetch_service_account(namespace, name)
         return found
 
     async def secret_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None:
-        found = self.provider_classes.get((namespace, name))
+        found = self.stores["SecretProviderClass"].get((namespace, name))
         if found is None:
             found = await self._fetch_provider_class(namespace, name)
         return found
@@ -120,7 +188,7 @@ class Cluster(ABC):
     async def ensure_provider_class(self, obj: dict[str, Any]) -> bool:
         """Create a generated SecretProviderClass unless it exists; True if it was created."""
         meta = obj["metadata"]
-        if (meta["namespace"], meta["name"]) in self.provider_classes:
+        if self.provider_classes.get((meta["namespace"], meta["name"])) is not None:
             return False
         await self._create(obj)
         self.apply("ADDED", obj)
@@ -143,17 +211,21 @@ class FileCluster(Cluster):
             self.apply("ADDED", doc)
 
     @classmethod
-    def from_path(cls, path: Path) -> FileCluster:
-        try:
-            docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
-        except (OSError, yaml.YAMLError) as exc:
-            raise ClusterError(f"cannot read cluster file {path}: {exc}") from None
-        bad = [i for i, d in enumerate(docs) if not isinstance(d, dict) or "kind" not in d]
-        if bad:
-            raise ClusterError(f"cluster file {path}: documents {bad} are not Kubernetes objects")
-        for doc in _expand_lists(docs):
+    def from_path(cls, *paths: Path) -> FileCluster:
+        """Objects from one or more multi-document YAML files, uids filled in deterministically."""
+        docs: list[dict[str, Any]] = []
+        for path in paths:
+            try:
+                loaded = [d for d in yaml.safe_load_all(path.read_text()) if d]
+            except (OSError, yaml.YAMLError) as exc:
+                raise ClusterError(f"cannot read cluster file {path}: {exc}") from None
+            bad = [i for i, d in enumerate(loaded) if not isinstance(d, dict) or "kind" not in d]
+            if bad:
+                raise ClusterError(f"cluster file {path}: documents {bad} are not Kubernetes objects")
+            docs.extend(_expand_lists(loaded))
+        for doc in docs:
             doc.setdefault("metadata", {}).setdefault("uid", _stable_uid(doc))
-        return cls(_expand_lists(docs))
+        return cls(docs)
 
     def ready(self) -> bool:
         return True
@@ -347,13 +419,8 @@ class KubeCluster(Cluster):
                 return str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     def _replace(self, resource: Resource, shadow: Cluster) -> None:
-        # Swapping the dict keeps readers on a complete, consistent snapshot.
-        if resource is SERVICE_ACCOUNTS:
-            self.service_accounts = shadow.service_accounts
-        elif resource is NAMESPACES:
-            self.namespaces = shadow.namespaces
-        elif resource is PROVIDER_CLASSES:
-            self.provider_classes = shadow.provider_classes
+        # Swapping the whole store keeps readers on a complete, consistent snapshot.
+        self.stores[resource.kind] = shadow.stores[resource.kind]
 
     def _watch(self, resource: Resource, version: str) -> None:
         while not self._stopping.is_set():

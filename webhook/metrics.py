@@ -31,6 +31,12 @@ class Metrics:
             ["endpoint", "code"],
             registry=self.registry,
         )
+        self.policy_decisions = Counter(
+            "kvinject_policy_decisions",
+            "Policy decisions by endpoint, outcome (allowed, denied, would-deny) and reason",
+            ["endpoint", "outcome", "reason"],
+            registry=self.registry,
+        )
         self.provider_classes_created = Counter(
             "kvinject_secretproviderclasses_created",
             "SecretProviderClasses created",

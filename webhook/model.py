@@ -71,3 +71,63 @@ class SecretProviderClass:
             secret_objects=list(spec.get("secretObjects") or []),
             labels=dict(meta.get("labels") or {}),
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Pattern:
+    """One `objects` entry of a policy rule: `[<type>|*:]<glob>`; no type means secret."""
+
+    type: str | None  # None: any type
+    glob: str
+
+    @classmethod
+    def parse(cls, text: str) -> Pattern:
+        kind, sep, glob = text.partition(":")
+        if not sep:
+            return cls("secret", text.lower())
+        return cls(None if kind == "*" else kind, glob.lower())
+
+    def __str__(self) -> str:
+        if self.type == "secret":
+            return self.glob
+        return f"{self.type or '*'}:{self.glob}"
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    vault: str
+    patterns: tuple[Pattern, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessPolicy:
+    """A SecretAccessPolicy: which federated ServiceAccounts of one identity may read what."""
+
+    name: str
+    client_id: str
+    tenant_id: str
+    accounts: frozenset[tuple[str, str]]
+    rules: tuple[Rule, ...]
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> AccessPolicy:
+        meta = obj.get("metadata") or {}
+        spec = obj.get("spec") or {}
+        ident = spec.get("identity") or {}
+        accounts = frozenset(
+            (str(a.get("namespace", "")), str(a.get("name", "")))
+            for a in spec.get("federatedServiceAccounts") or []
+            if isinstance(a, dict)
+        )
+        rules = tuple(
+            Rule(str(r.get("vault", "")).lower(), tuple(Pattern.parse(str(p)) for p in r.get("objects") or []))
+            for r in spec.get("allow") or []
+            if isinstance(r, dict)
+        )
+        return cls(
+            name=meta.get("name") or "",
+            client_id=str(ident.get("clientId") or "").lower(),
+            tenant_id=str(ident.get("tenantId") or "").lower(),
+            accounts=accounts,
+            rules=rules,
+        )

@@ -7,6 +7,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from webhook.policy import Enforcement
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KVINJECT_", extra="ignore")
@@ -23,5 +25,11 @@ class Settings(BaseSettings):
     tenant_id: str | None = None
     cloud_name: str = ""
     log_level: str = "INFO"
+    # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
+    # a namespace label kvinject.io/enforcement overrides it.
+    enforcement: Enforcement = Enforcement.ENFORCE
+    # SecretProviderClasses that read with the node's identity or aad-pod-identity are denied unless allowed.
+    allow_node_identity: bool = False
+    allow_pod_identity: bool = False
     # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
     api_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -13,8 +13,8 @@ from typing import Any
 import orjson
 import yaml
 
-from webhook.contract import InjectionRequest
-from webhook.model import ServiceAccount
+from webhook.contract import InjectionRequest, ObjectRef, ObjectType
+from webhook.model import SecretProviderClass, ServiceAccount
 
 API_VERSION = "secrets-store.csi.x-k8s.io/v1"
 KIND = "SecretProviderClass"
@@ -103,3 +103,44 @@ def objects_of(parameters: dict[str, str]) -> list[dict[str, str]]:
             raise ValueError("parameters.objects has an entry without objectName")
         result.append({str(k): "" if v is None else str(v) for k, v in entry.items()})
     return result
+
+
+def declared_objects(
+    found: SecretProviderClass, client_id: str, allow_node_identity: bool = False, allow_pod_identity: bool = False
+) -> tuple[list[ObjectRef], list[str]]:
+    """The objects an Azure SecretProviderClass would read, and what is wrong with how it reads them.
+
+    It must use workload identity with the pod's client id: node identity and
+    aad-pod-identity would read with an identity policy knows nothing about.
+    """
+    where = f"SecretProviderClass {found.namespace}/{found.name}"
+    params = found.parameters
+    problems: list[str] = []
+    if params.get("useVMManagedIdentity", "").lower() == "true" and not allow_node_identity:
+        problems.append(f"{where} reads with the node's managed identity (useVMManagedIdentity), which is not allowed")
+    elif params.get("usePodIdentity", "").lower() == "true" and not allow_pod_identity:
+        problems.append(f"{where} uses aad-pod-identity (usePodIdentity), which is not allowed")
+    elif (
+        params.get("useVMManagedIdentity", "").lower() != "true" and params.get("usePodIdentity", "").lower() != "true"
+    ):
+        theirs = params.get("clientID", "").lower()
+        if theirs != client_id.lower():
+            problems.append(
+                f"{where} reads as client id {theirs or '(none)'}, not {client_id}, the workload identity"
+                " of the pod's ServiceAccount"
+            )
+    vault = params.get("keyvaultName", "")
+    refs: list[ObjectRef] = []
+    try:
+        entries = objects_of(params)
+    except (ValueError, yaml.YAMLError) as exc:
+        problems.append(f"{where} has unreadable parameters.objects: {exc}")
+        entries = []
+    for entry in entries:
+        try:
+            kind = ObjectType(entry.get("objectType") or "secret")
+        except ValueError:
+            problems.append(f"{where} has object {entry['objectName']} of unknown type {entry.get('objectType')}")
+            continue
+        refs.append(ObjectRef(vault=vault, name=entry["objectName"], type=kind, version=entry.get("objectVersion", "")))
+    return refs, problems

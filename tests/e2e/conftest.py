@@ -91,6 +91,7 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     # The whole shipped base, for real: the API validates every object. Without a kubelet the
     # Deployment never runs; the local process below stands in for it.
     control_plane.kubectl("apply", "-k", str(MANIFESTS))
+    control_plane.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
     kubeconfig = service_account_kubeconfig(control_plane, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
     server = KvinjectServer(workdir, kubeconfig, env={"KVINJECT_TENANT_ID": TENANT_ID}).start()
     config = webhook_configuration(docs, "MutatingWebhookConfiguration", server.url, server.ca_bundle)
@@ -102,16 +103,30 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     assert "Traceback" not in server.logs()
 
 
+E2E_VAULTS = ["shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
+
+
+def access_policy(name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]],
+                  client_id: str = CLIENT_ID) -> dict[str, object]:
+    return {
+        "apiVersion": "kvinject.io/v1alpha1", "kind": "SecretAccessPolicy", "metadata": {"name": name},
+        "spec": {"identity": {"clientId": client_id, "tenantId": TENANT_ID},
+                 "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
+                 "allow": [{"vault": v, "objects": o} for v, o in allow.items()]},
+    }
+
+
 @pytest.fixture
 def namespace(control_plane: ControlPlane, kvinject: KvinjectServer) -> Iterator[str]:
-    """A fresh namespace with a federated ServiceAccount `api` and an unfederated `default`."""
+    """A fresh namespace with a federated ServiceAccount `api` (and `late`), granted every object of the
+    e2e vaults by a SecretAccessPolicy, and an unfederated `default`."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     control_plane.kubectl("create", "namespace", name)
-    sa = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {"name": "api", "namespace": name, "annotations": {"azure.workload.identity/client-id": CLIENT_ID}},
-    }
-    apply_docs(control_plane, [sa])
+    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
+          "metadata": {"name": "api", "namespace": name,
+                       "annotations": {"azure.workload.identity/client-id": CLIENT_ID}}}
+    grant = access_policy(f"grant-{name}", [(name, "api"), (name, "late")], {v: ["*:*"] for v in E2E_VAULTS})
+    apply_docs(control_plane, [sa, grant])
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
+    control_plane.kubectl("delete", "secretaccesspolicy", f"grant-{name}", check=False)

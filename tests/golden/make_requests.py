@@ -98,6 +98,20 @@ def requests() -> dict[str, dict[str, Any]]:
             controller_pod(annotations={K + "provider-class": "nope"}), uid="uid-pc-missing"
         ),
         "deny-no-object": admission_review(None, uid="uid-no-object"),
+        "deny-policy-object-not-allowed": admission_review(controller_pod(annotations={
+            K + "secret-db": "db-password", K + "secret-other": "other-secret", K + "secret-k": "key:api-tls"}),
+            uid="uid-policy-object"),
+        "deny-policy-not-federated": admission_review(controller_pod(service_account="batch"), uid="uid-not-fed"),
+        "deny-policy-no-policy": admission_review(controller_pod(service_account="orphan"), uid="uid-no-policy"),
+        "deny-policy-tenant-mismatch": admission_review(controller_pod(service_account="foreign"), uid="uid-tenant"),
+        "deny-provider-class-node-identity": admission_review(controller_pod(annotations={
+            K + "provider-class": "node-identity"}), uid="uid-node-identity"),
+        "policy-glob-allowed": admission_review(controller_pod(annotations={
+            K + "secret-legacy": "shared-kv/legacy-token@0f3c9a"}), uid="uid-glob"),
+        "policy-warn-mode": admission_review(controller_pod(annotations={K + "secret-x": "not-granted"}),
+                                             namespace="sandbox", uid="uid-warn"),
+        "policy-audit-mode": admission_review(controller_pod(annotations={K + "secret-x": "not-granted"}),
+                                              namespace="observed", uid="uid-audit"),
     }
 
 

@@ -1,0 +1,138 @@
+"""Who may read what: a pure decision over SecretAccessPolicies.
+
+A request is allowed only if every requested object is allowed by some policy
+whose identity is the ServiceAccount's client id (and tenant) and which lists
+that ServiceAccount among its federated ServiceAccounts. The caller passes only
+the policies of that client id (an index lookup), so the cost does not grow
+with the number of policies in the cluster.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from fnmatch import fnmatchcase
+
+from webhook.contract import ObjectRef
+from webhook.identity import Identity
+from webhook.model import AccessPolicy, Pattern
+
+ENFORCEMENT_LABEL = "kvinject.io/enforcement"
+
+
+class Enforcement(StrEnum):
+    ENFORCE = "enforce"  # deny
+    WARN = "warn"  # allow, with warnings and audit annotations
+    AUDIT = "audit"  # allow, audit annotations only
+
+
+class Reason(StrEnum):
+    ALLOWED = "allowed"
+    NO_POLICY = "no-policy"
+    TENANT_MISMATCH = "tenant-mismatch"
+    NOT_FEDERATED = "not-federated"
+    OBJECT_NOT_ALLOWED = "object-not-allowed"
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: Reason
+    message: str = ""
+    denied: tuple[ObjectRef, ...] = ()
+    allowed_by: tuple[str, ...] = ()  # policy names that granted the objects
+    considered: tuple[str, ...] = ()
+    grants: str = field(default="")  # what the identity may read, for messages
+
+
+def matches(pattern: Pattern, ref: ObjectRef) -> bool:
+    return (pattern.type is None or pattern.type == ref.type.value) and fnmatchcase(ref.name.lower(), pattern.glob)
+
+
+def grants_of(policies: Iterable[AccessPolicy]) -> str:
+    """`vault: a, cert:b; other: c-*`, merged over policies, in a stable order."""
+    by_vault: dict[str, list[str]] = {}
+    for p in policies:
+        for rule in p.rules:
+            names = by_vault.setdefault(rule.vault, [])
+            names.extend(str(pat) for pat in rule.patterns if str(pat) not in names)
+    return "; ".join(f"{vault}: {', '.join(names)}" for vault, names in sorted(by_vault.items())) or "nothing"
+
+
+def decide(
+    objects: Sequence[ObjectRef], namespace: str, account: str, who: Identity, candidates: Iterable[AccessPolicy]
+) -> Decision:
+    policies = sorted(candidates, key=lambda p: p.name)
+    considered = tuple(p.name for p in policies)
+    sa = f"ServiceAccount {namespace}/{account}"
+    if not policies:
+        return Decision(
+            False,
+            Reason.NO_POLICY,
+            f"no SecretAccessPolicy grants identity {who.client_id}, the client id of {sa}: ask the platform team"
+            f" for a SecretAccessPolicy that lists {namespace}/{account} and the objects",
+            denied=tuple(objects),
+        )
+    same_tenant = [p for p in policies if p.tenant_id == who.tenant_id]
+    if not same_tenant:
+        tenants = ", ".join(sorted({p.tenant_id for p in policies}))
+        return Decision(
+            False,
+            Reason.TENANT_MISMATCH,
+            f"{sa} uses identity {who.client_id} in tenant {who.tenant_id}, but SecretAccessPolicies"
+            f" {', '.join(considered)} bind that client id in tenant {tenants}",
+            denied=tuple(objects),
+            considered=considered,
+        )
+    federated = [p for p in same_tenant if (namespace, account) in p.accounts]
+    if not federated:
+        return Decision(
+            False,
+            Reason.NOT_FEDERATED,
+            f"{sa} is not among the federatedServiceAccounts of SecretAccessPolicies {', '.join(considered)}"
+            f" for identity {who.client_id}",
+            denied=tuple(objects),
+            considered=considered,
+        )
+    denied: list[ObjectRef] = []
+    allowed_by: list[str] = []
+    for ref in objects:
+        vault = ref.vault.lower()
+        granting = next(
+            (
+                p.name
+                for p in federated
+                for rule in p.rules
+                if rule.vault == vault and any(matches(pat, ref) for pat in rule.patterns)
+            ),
+            None,
+        )
+        if granting is None:
+            denied.append(ref)
+        elif granting not in allowed_by:
+            allowed_by.append(granting)
+    grants = grants_of(federated)
+    if denied:
+        return Decision(
+            False,
+            Reason.OBJECT_NOT_ALLOWED,
+            f"identity {who.client_id} of {sa} may not read {', '.join(str(r) for r in denied)};"
+            f" it may read {grants} (SecretAccessPolicies considered: {', '.join(considered)})",
+            denied=tuple(denied),
+            allowed_by=tuple(allowed_by),
+            considered=considered,
+            grants=grants,
+        )
+    return Decision(True, Reason.ALLOWED, allowed_by=tuple(allowed_by), considered=considered, grants=grants)
+
+
+def enforcement_for(default: Enforcement, namespace_labels: dict[str, str] | None) -> tuple[Enforcement, str | None]:
+    """The namespace's override of the server setting; a bad label value keeps the default, with a warning."""
+    value = (namespace_labels or {}).get(ENFORCEMENT_LABEL)
+    if value is None:
+        return default, None
+    try:
+        return Enforcement(value), None
+    except ValueError:
+        return default, f"namespace label {ENFORCEMENT_LABEL}={value!r} is not enforce, warn or audit; using {default}"
