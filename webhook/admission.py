@@ -32,6 +32,27 @@ class Outcome:
     ops: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class Expected:
+    class_name: str
+    env: list[plan.EnvSource]
+    refs: list[contract.ObjectRef]
+    problems: list[str]
+    generated: dict[str, Any] | None = None
+
+
+def is_injected(pod: dict[str, Any]) -> bool:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    return bool(annotations.get(contract.STATUS) == contract.STATUS_INJECTED)
+
+
+def tampered(pod: dict[str, Any], findings: list[str]) -> str:
+    account = identity.service_account_name(pod.get("spec") or {})
+    return (
+        f"the pod was changed after kvinject injected it (its ServiceAccount is now {account}): {'; '.join(findings)}"
+    )
+
+
 def describe(pod: dict[str, Any]) -> str:
     """Name a pod without relying on metadata.name: controller-made pods only have generateName."""
     meta = pod.get("metadata") or {}
@@ -114,14 +135,8 @@ class Mutator:
         if wanted.mode is contract.Mode.INIT:
             raise Denial("mode init is not available in this version of kvinject; use mode csi", 400, "mode")
 
-        generated: dict[str, Any] | None = None
-        if wanted.provider_class is not None:
-            class_name, env, refs, problems = await self._existing_class(namespace, wanted, who)
-        else:
-            generated = spc.build(wanted, namespace, account, who.client_id, who.tenant_id, self.settings.cloud_name)
-            class_name = generated["metadata"]["name"]
-            env = [plan.EnvSource(e.name, class_name, e.alias) for e in wanted.env]
-            refs, problems = [m.ref for m in wanted.objects], []
+        exp = await self.expected(namespace, wanted, account, who)
+        class_name, env, refs, problems, generated = exp.class_name, exp.env, exp.refs, exp.problems, exp.generated
 
         mode, warnings = self.judge.mode(ns)
         audit = {
@@ -138,6 +153,8 @@ class Mutator:
         try:
             ops = plan.csi(pod, wanted, class_name, env)
         except plan.PlanError as exc:
+            if is_injected(pod):  # a reinvocation after a later webhook changed what we injected
+                raise Denial(tampered(pod, exc.problems), 403, "tampered") from None
             raise Denial(_enumerate("collision", exc.problems), 400, "collision") from None
 
         if generated is not None and not request.dry_run:
@@ -161,6 +178,18 @@ class Mutator:
             provider_class=generated,
             ops=ops,
         )
+
+    async def expected(
+        self, namespace: str, wanted: contract.InjectionRequest, account: ServiceAccount, who: identity.Identity
+    ) -> Expected:
+        """What kvinject injects for this request and identity: the class, env sources and objects read."""
+        if wanted.provider_class is not None:
+            class_name, env, refs, problems = await self._existing_class(namespace, wanted, who)
+            return Expected(class_name, env, refs, problems)
+        generated = spc.build(wanted, namespace, account, who.client_id, who.tenant_id, self.settings.cloud_name)
+        class_name = generated["metadata"]["name"]
+        env = [plan.EnvSource(e.name, class_name, e.alias) for e in wanted.env]
+        return Expected(class_name, env, [m.ref for m in wanted.objects], [], generated)
 
     async def _existing_class(
         self, namespace: str, wanted: contract.InjectionRequest, who: identity.Identity

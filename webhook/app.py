@@ -17,6 +17,7 @@ from webhook.admission import Mutator, Outcome
 from webhook.cluster import Cluster
 from webhook.metrics import Metrics
 from webhook.settings import Settings
+from webhook.validation import Validator
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +35,7 @@ def _problem(status: int, message: str) -> Response:
 def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = None) -> FastAPI:
     metrics = metrics or Metrics()
     mutator = Mutator(settings, cluster, metrics)
+    validator = Validator(settings, cluster, metrics)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -84,6 +86,10 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
     @app.post("/mutate")
     async def mutate(http: Request) -> Response:
         return await admit("mutate", http, mutator.mutate)
+
+    @app.post("/validate")
+    async def validate(http: Request) -> Response:
+        return await admit("validate", http, validator.validate)
 
     @app.get("/healthz")
     async def healthz() -> Response:

@@ -94,11 +94,13 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     control_plane.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
     kubeconfig = service_account_kubeconfig(control_plane, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
     server = KvinjectServer(workdir, kubeconfig, env={"KVINJECT_TENANT_ID": TENANT_ID}).start()
-    config = webhook_configuration(docs, "MutatingWebhookConfiguration", server.url, server.ca_bundle)
-    control_plane.kubectl("replace", "-f", "-", input=yaml.safe_dump(config))
+    configs = [webhook_configuration(docs, kind, server.url, server.ca_bundle)
+               for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
+    control_plane.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
     time.sleep(1)  # the apiserver's webhook informer picks the configuration up asynchronously
     yield server
-    control_plane.kubectl("delete", "mutatingwebhookconfiguration", config["metadata"]["name"], check=False)
+    for config in configs:
+        control_plane.kubectl("delete", config["kind"].lower(), config["metadata"]["name"], check=False)
     server.stop()
     assert "Traceback" not in server.logs()
 
