@@ -138,6 +138,12 @@ class Mutator:
         exp = await self.expected(namespace, wanted, account, who)
         class_name, env, refs, problems, generated = exp.class_name, exp.env, exp.refs, exp.problems, exp.generated
 
+        try:
+            ops = plan.csi(pod, wanted, class_name, env)
+        except plan.PlanError as exc:
+            if is_injected(pod):  # a reinvocation after a later webhook changed what we injected
+                raise Denial(tampered(pod, exc.problems), 403, "tampered") from None
+            raise Denial(_enumerate("collision", exc.problems), 400, "collision") from None
         mode, warnings = self.judge.mode(ns)
         audit = {
             "service-account": f"{namespace}/{sa_name}",
@@ -150,12 +156,6 @@ class Mutator:
         else:
             decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
             verdict = self.judge.decision("mutate", mode, decision, audit)
-        try:
-            ops = plan.csi(pod, wanted, class_name, env)
-        except plan.PlanError as exc:
-            if is_injected(pod):  # a reinvocation after a later webhook changed what we injected
-                raise Denial(tampered(pod, exc.problems), 403, "tampered") from None
-            raise Denial(_enumerate("collision", exc.problems), 400, "collision") from None
 
         if generated is not None and not request.dry_run:
             try:
