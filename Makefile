@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries clean
+.PHONY: install run test lint unit e2e-binaries bench-policy clean
 
 install: $(STAMP)
 
@@ -20,7 +20,7 @@ run: install
 	$(BIN)/kvinject serve --cluster examples/cluster.yaml --host 127.0.0.1 --port 8443
 
 lint: install
-	$(BIN)/ruff check webhook tests
+	$(BIN)/ruff check webhook tests bench
 	$(BIN)/mypy
 
 unit: install
@@ -34,6 +34,10 @@ e2e-binaries:
 # Every tier, inside a loopback-only network namespace where the machine allows one.
 test: lint e2e-binaries
 	tests/isolated.sh $(BIN)/python -m pytest
+
+# Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).
+bench-policy: install
+	$(BIN)/python bench/policy_scaling.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -8,6 +8,7 @@ pods, and a changed request always gets a new name.
 from __future__ import annotations
 
 import hashlib
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -89,9 +90,14 @@ def build(
 
 def objects_of(parameters: dict[str, str]) -> list[dict[str, str]]:
     """Parse an Azure SecretProviderClass's `objects` parameter; raises ValueError if malformed."""
-    text = parameters.get("objects") or ""
+    return [dict(entry) for entry in _parse_objects(parameters.get("objects") or "")]
+
+
+@lru_cache(maxsize=4096)
+def _parse_objects(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
+    # YAML parsing dominates validation; classes are few and immutable, so parse each text once.
     if not text.strip():
-        return []
+        return ()
     doc = yaml.safe_load(text)
     array = doc.get("array") if isinstance(doc, dict) else None
     if not isinstance(array, list):
@@ -101,8 +107,8 @@ def objects_of(parameters: dict[str, str]) -> list[dict[str, str]]:
         entry = yaml.safe_load(item) if isinstance(item, str) else item
         if not isinstance(entry, dict) or not entry.get("objectName"):
             raise ValueError("parameters.objects has an entry without objectName")
-        result.append({str(k): "" if v is None else str(v) for k, v in entry.items()})
-    return result
+        result.append(tuple((str(k), "" if v is None else str(v)) for k, v in entry.items()))
+    return tuple(result)
 
 
 def declared_objects(
