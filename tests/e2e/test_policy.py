@@ -287,3 +287,34 @@ def test_enforce_mode_denial_text(control_plane: ControlPlane, namespace: str) -
     result = create(control_plane, pod_manifest(namespace, {K + "secret-db": "forbidden-kv/db"}), check=False)
     assert f"identity {CLIENT_ID} of ServiceAccount {namespace}/api may not read forbidden-kv/db;" in result.stderr
     assert "(SecretAccessPolicies considered: " in result.stderr and f"grant-{namespace}" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("spec", "field"),
+    [
+        ({"identity": {"clientId": "not-a-guid", "tenantId": TENANT_ID}}, "spec.identity.clientId"),
+        (
+            {"federatedServiceAccounts": [{"namespace": "Bad_NS", "name": "api"}]},
+            "spec.federatedServiceAccounts[0].namespace",
+        ),
+        ({"allow": [{"vault": "x", "objects": ["a"]}]}, "spec.allow[0].vault"),
+        ({"allow": [{"vault": "payments-kv", "objects": ["blob:a"]}]}, "spec.allow[0].objects[0]"),
+        ({"allow": []}, "spec.allow"),
+    ],
+    ids=["client-id-guid", "namespace-name", "vault-name", "object-type", "empty-allow"],
+)
+def test_crd_schema_rejects_invalid_policies(
+    control_plane: ControlPlane, kvinject: KvinjectServer, spec: dict[str, Any], field: str
+) -> None:
+    policy = access_policy(f"invalid-{uuid.uuid4().hex[:6]}", [("payments", "api")], {"payments-kv": ["a"]})
+    policy["spec"].update(spec)  # type: ignore[attr-defined]
+    result = control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump(policy), check=False)
+    assert result.returncode != 0 and field in result.stderr, result.stderr
+
+
+def test_printer_columns(control_plane: ControlPlane, namespace: str) -> None:
+    out = control_plane.kubectl("get", "sap", f"grant-{namespace}").stdout
+    header, row = out.splitlines()[:2]
+    assert header.split()[:4] == ["NAME", "CLIENT", "ID", "SERVICE"]
+    # kubectl prints the first element of an array column.
+    assert row.split()[1:4] == [CLIENT_ID, "api", "shape-kv"]
