@@ -34,11 +34,18 @@ class Outcome:
 
 @dataclass
 class Expected:
-    class_name: str
+    class_name: str  # "" in mode init
     env: list[plan.EnvSource]
     refs: list[contract.ObjectRef]
     problems: list[str]
     generated: dict[str, Any] | None = None
+    init: plan.InitSpec | None = None
+
+    def operations(self, pod: dict[str, Any], wanted: contract.InjectionRequest) -> list[dict[str, Any]]:
+        """The patch for `pod`; raises PlanError on collisions."""
+        if self.init is not None:
+            return plan.init(pod, wanted, self.init)
+        return plan.csi(pod, wanted, self.class_name, self.env)
 
 
 def is_injected(pod: dict[str, Any]) -> bool:
@@ -51,6 +58,20 @@ def tampered(pod: dict[str, Any], findings: list[str]) -> str:
     return (
         f"the pod was changed after kvinject injected it (its ServiceAccount is now {account}): {'; '.join(findings)}"
     )
+
+
+def early_readers(pod: dict[str, Any], wanted: contract.InjectionRequest) -> list[str]:
+    """Target init containers that run before kvinject-fetch would find the directory empty."""
+    if wanted.mode is not contract.Mode.INIT or wanted.init_first or not wanted.containers:
+        return []
+    inits = {c.get("name") for c in (pod.get("spec") or {}).get("initContainers") or [] if isinstance(c, dict)}
+    early = [n for n in wanted.containers if n in inits and n != plan.INIT_CONTAINER]
+    if not early:
+        return []
+    return [
+        f"init containers {', '.join(early)} run before {plan.INIT_CONTAINER} ({contract.INIT_FIRST}: false)"
+        f" and will find {wanted.mount_path} empty"
+    ]
 
 
 def describe(pod: dict[str, Any]) -> str:
@@ -132,25 +153,26 @@ class Mutator:
         except contract.ContractError as exc:
             raise Denial(_enumerate("annotation", exc.problems), 400, "bad-annotation") from None
         sa_name, account, who = await self.lookups.identity(namespace, pod)
-        if wanted.mode is contract.Mode.INIT:
-            raise Denial("mode init is not available in this version of kvinject; use mode csi", 400, "mode")
 
         exp = await self.expected(namespace, wanted, account, who)
-        class_name, env, refs, problems, generated = exp.class_name, exp.env, exp.refs, exp.problems, exp.generated
+        class_name, refs, problems, generated = exp.class_name, exp.refs, exp.problems, exp.generated
 
         try:
-            ops = plan.csi(pod, wanted, class_name, env)
+            ops = exp.operations(pod, wanted)
         except plan.PlanError as exc:
             if is_injected(pod):  # a reinvocation after a later webhook changed what we injected
                 raise Denial(tampered(pod, exc.problems), 403, "tampered") from None
             raise Denial(_enumerate("collision", exc.problems), 400, "collision") from None
         mode, warnings = self.judge.mode(ns)
+        warnings.extend(early_readers(pod, wanted))
         audit = {
             "service-account": f"{namespace}/{sa_name}",
             "client-id": who.client_id,
-            "secret-provider-class": class_name,
+            "mode": wanted.mode.value,
             "objects": ",".join(str(r) for r in refs),
         }
+        if class_name:
+            audit["secret-provider-class"] = class_name
         if problems:
             verdict = self.judge.findings("mutate", mode, "provider-class", problems, audit)
         else:
@@ -163,10 +185,11 @@ class Mutator:
             except ClusterError as exc:
                 raise Denial(str(exc), 503, "cluster") from None
         log.info(
-            "admitted uid=%s namespace=%s %s class=%s ops=%d dry_run=%s decision=%s",
+            "admitted uid=%s namespace=%s %s mode=%s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,
             namespace,
             describe(pod),
+            wanted.mode.value,
             class_name,
             len(ops),
             request.dry_run,
@@ -183,6 +206,12 @@ class Mutator:
         self, namespace: str, wanted: contract.InjectionRequest, account: ServiceAccount, who: identity.Identity
     ) -> Expected:
         """What kvinject injects for this request and identity: the class, env sources and objects read."""
+        if wanted.mode is contract.Mode.INIT:
+            s = self.settings
+            init = plan.InitSpec(
+                s.init_image, who.client_id, who.tenant_id, s.authority_host, s.vault_dns_suffix, s.init_volume_size
+            )
+            return Expected("", [], [m.ref for m in wanted.objects], [], init=init)
         if wanted.provider_class is not None:
             class_name, env, refs, problems = await self._existing_class(namespace, wanted, who)
             return Expected(class_name, env, refs, problems)

@@ -271,6 +271,13 @@ def parse(
             aliases[var] = mounted
             env.append(EnvVar(var, var))
 
+    if mode is Mode.INIT:
+        problems.extend(
+            f"{SECRET_PREFIX}{m.alias}: key objects never leave Key Vault, so mode init cannot write them;"
+            " use mode csi (which mounts the public key)"
+            for m in objects
+            if m.ref.type is ObjectType.KEY
+        )
     vaults = sorted({m.ref.vault for m in objects})
     if mode is Mode.CSI and len(vaults) > 1:
         problems.append(

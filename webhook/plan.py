@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from webhook import contract
 from webhook.spc import DRIVER
 
@@ -183,6 +185,166 @@ def csi(
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
         for source in env:
             add_env(patch, target, source)
+    patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
+    if patch.problems:
+        raise PlanError(patch.problems)
+    return patch.ops
+
+
+# -- mode init -------------------------------------------------------------------------------
+
+INIT_CONTAINER = "kvinject-fetch"
+INIT_COMMAND = ["kvinject", "fetch"]
+TOKEN_VOLUME = "kvinject-azure-token"
+TOKEN_DIR = "/var/run/secrets/kvinject/azure-token"
+TOKEN_FILE = "azure-identity-token"
+TOKEN_AUDIENCE = "api://AzureADTokenExchange"
+OUTPUT_DIR = "/kvinject/secrets"
+
+
+@dataclass(frozen=True, slots=True)
+class InitSpec:
+    """What the kvinject-fetch init container needs, decided by the caller from settings and identity."""
+
+    image: str
+    client_id: str
+    tenant_id: str
+    authority_host: str
+    vault_dns_suffix: str
+    volume_size: str
+
+
+def fetch_objects(request: contract.InjectionRequest) -> str:
+    """KVINJECT_OBJECTS: the objects to write, as compact JSON (names only, never values)."""
+    return orjson.dumps(
+        [
+            {
+                "alias": m.alias,
+                "vault": m.ref.vault,
+                "name": m.ref.name,
+                "type": m.ref.type.value,
+                "version": m.ref.version,
+            }
+            for m in sorted(request.objects, key=lambda o: o.alias)
+        ]
+    ).decode()
+
+
+def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> dict[str, Any]:
+    env = [
+        {"name": "KVINJECT_OBJECTS", "value": fetch_objects(request)},
+        {"name": "KVINJECT_OUTPUT_DIR", "value": OUTPUT_DIR},
+        {"name": "KVINJECT_VAULT_DNS_SUFFIX", "value": spec.vault_dns_suffix},
+        # The standard workload-identity variables, for this container only; the Azure Workload
+        # Identity webhook leaves containers that already carry them alone.
+        {"name": "AZURE_CLIENT_ID", "value": spec.client_id},
+        {"name": "AZURE_TENANT_ID", "value": spec.tenant_id},
+        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
+        {"name": "AZURE_AUTHORITY_HOST", "value": spec.authority_host},
+    ]
+    fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
+    if isinstance(fs_group, int):
+        env.append({"name": "KVINJECT_FS_GROUP", "value": str(fs_group)})
+    return {
+        "name": INIT_CONTAINER,
+        "image": spec.image,
+        "imagePullPolicy": "IfNotPresent",
+        "command": list(INIT_COMMAND),
+        "env": env,
+        "volumeMounts": [
+            {"name": VOLUME_NAME, "mountPath": OUTPUT_DIR},
+            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+        ],
+        "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
+        "securityContext": {
+            "runAsNonRoot": True,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "terminationMessagePolicy": "File",
+    }
+
+
+def _is_ours(container: dict[str, Any]) -> bool:
+    return container.get("command") == INIT_COMMAND
+
+
+def _has_volume(pod: dict[str, Any], name: str, check: Any) -> bool | None:
+    """None: absent; True: present and ours (per `check`); False: present and someone else's."""
+    for v in (pod.get("spec") or {}).get("volumes") or []:
+        if v.get("name") == name:
+            return bool(check(v))
+    return None
+
+
+def _ours_output(v: dict[str, Any]) -> bool:
+    return (v.get("emptyDir") or {}).get("medium") == "Memory"
+
+
+def _ours_token(v: dict[str, Any]) -> bool:
+    sources = (v.get("projected") or {}).get("sources") or []
+    return any((s.get("serviceAccountToken") or {}).get("audience") == TOKEN_AUDIENCE for s in sources)
+
+
+def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> list[dict[str, Any]]:
+    """Operations for mode init: the in-memory volume, the token volume, the init container, read-only mounts."""
+    patch = Patch()
+    chosen, problems = targets(pod, request.containers)
+    patch.problems.extend(problems)
+    pod_spec = pod.get("spec") or {}
+    for name, volume, check in (
+        (
+            VOLUME_NAME,
+            {"name": VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.volume_size}},
+            _ours_output,
+        ),
+        (
+            TOKEN_VOLUME,
+            {
+                "name": TOKEN_VOLUME,
+                "projected": {
+                    "sources": [
+                        {
+                            "serviceAccountToken": {
+                                "audience": TOKEN_AUDIENCE,
+                                "expirationSeconds": 3600,
+                                "path": TOKEN_FILE,
+                            }
+                        }
+                    ]
+                },
+            },
+            _ours_token,
+        ),
+    ):
+        present = _has_volume(pod, name, check)
+        if present is None:
+            patch.append(pod_spec, "/spec", "volumes", volume)
+        elif not present:
+            patch.problems.append(f"the pod already has a volume named {name!r} that kvinject did not add")
+
+    inits = pod_spec.get("initContainers") or []
+    existing = next((c for c in inits if c.get("name") == INIT_CONTAINER), None)
+    if existing is None:
+        container = init_container(pod, request, spec)
+        if request.init_first:
+            patch.insert(pod_spec, "/spec", "initContainers", 0, container)
+        else:
+            patch.append(pod_spec, "/spec", "initContainers", container)
+    elif not _is_ours(existing):
+        patch.problems.append(
+            f"the pod already has an init container named {INIT_CONTAINER!r} that kvinject did not add"
+        )
+    for target in chosen:
+        if target.name == INIT_CONTAINER:
+            continue
+        if target.path.startswith("/spec/initContainers/") and existing is None and request.init_first:
+            # Inserting ours first shifts every existing init container by one.
+            index = int(target.path.rsplit("/", 1)[1]) + 1
+            target = Target(f"/spec/initContainers/{index}", target.container)
+        add_mount(patch, target, VOLUME_NAME, request.mount_path)
     patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
     if patch.problems:
         raise PlanError(patch.problems)

@@ -31,5 +31,12 @@ class Settings(BaseSettings):
     # SecretProviderClasses that read with the node's identity or aad-pod-identity are denied unless allowed.
     allow_node_identity: bool = False
     allow_pod_identity: bool = False
+    # Init mode: the image of the kvinject-fetch init container (this project's image) and where it
+    # authenticates and reads (the public cloud by default).
+    init_image: str = "ghcr.io/kvinject/kvinject:0.1.0"
+    authority_host: str = "https://login.microsoftonline.com/"
+    vault_dns_suffix: str = "vault.azure.net"
+    # Size of the in-memory volume holding the files: it counts against the pod's memory.
+    init_volume_size: str = "4Mi"
     # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
     api_timeout_seconds: float = Field(default=3.0, gt=0)

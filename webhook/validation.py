@@ -163,14 +163,12 @@ class Validator:
             wanted = contract.parse(annotations, ns.default_vault if ns else None)
         except contract.ContractError as exc:
             return [("tampered", tampered(pod, [f"its kvinject annotations no longer parse: {exc}"]))], None
-        if wanted.mode is not contract.Mode.CSI:
-            return [], None
         try:
             expected = await self.mutator.expected(namespace, wanted, account, who)
         except Denial as denial:
             return [("tampered", tampered(pod, [denial.message]))], None
         try:
-            missing = plan.csi(pod, wanted, expected.class_name, expected.env)
+            missing = expected.operations(pod, wanted)
         except plan.PlanError as exc:
             return [("tampered", tampered(pod, exc.problems))], expected
         if missing:

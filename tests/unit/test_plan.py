@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import orjson
 import pytest
 
 from tests.helpers import apply, controller_pod
@@ -185,3 +186,92 @@ def test_plan_does_not_modify_its_input() -> None:
     snapshot = repr(pod)
     ops_for(pod, BASIC, ENV_DB)
     assert repr(pod) == snapshot
+
+
+# -- mode init -----------------------------------------------------------------------------------
+
+SPEC = plan.InitSpec("kvinject:test", "cid", "tid", "https://login.example/", "vault.azure.net", "4Mi")
+INIT = {K + "mode": "init", K + "secret-db": "db", K + "secret-tls.pem": "cert:other-kv/tls"}
+
+INIT_SHAPES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
+    ("bare", controller_pod(containers=[dict(APP)]), INIT),
+    (
+        "existing-init-and-volumes",
+        controller_pod(
+            containers=[dict(APP)],
+            volumes=[{"name": "c", "emptyDir": {}}],
+            initContainers=[{"name": "migrate", "image": "m"}],
+        ),
+        INIT,
+    ),
+    (
+        "init-last",
+        controller_pod(containers=[dict(APP)], initContainers=[{"name": "migrate", "image": "m"}]),
+        {**INIT, K + "init-first": "false"},
+    ),
+    (
+        "init-target-shifted",
+        controller_pod(containers=[dict(APP)], initContainers=[{"name": "migrate", "image": "m"}]),
+        {**INIT, K + "containers": "migrate"},
+    ),
+    ("fs-group", controller_pod(containers=[dict(APP)], securityContext={"fsGroup": 2000}), INIT),
+]
+
+
+@pytest.mark.parametrize(("pod", "annotations"), [s[1:] for s in INIT_SHAPES], ids=[s[0] for s in INIT_SHAPES])
+def test_init_plan_applies_and_is_idempotent(pod: dict[str, Any], annotations: dict[str, str]) -> None:
+    req = request(annotations)
+    once = apply(pod, plan.init(pod, req, SPEC))
+    assert plan.init(once, req, SPEC) == []
+    inits = once["spec"]["initContainers"]
+    names = [c["name"] for c in inits]
+    assert names.count(plan.INIT_CONTAINER) == 1
+    assert names.index(plan.INIT_CONTAINER) == (0 if req.init_first else len(names) - 1)
+    fetch = inits[names.index(plan.INIT_CONTAINER)]
+    env = {e["name"]: e["value"] for e in fetch["env"]}
+    assert env["AZURE_CLIENT_ID"] == "cid" and env["AZURE_TENANT_ID"] == "tid"
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == f"{plan.TOKEN_DIR}/{plan.TOKEN_FILE}"
+    assert [o["alias"] for o in orjson.loads(env["KVINJECT_OBJECTS"])] == ["db", "tls.pem"]
+    fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
+    assert env.get("KVINJECT_FS_GROUP") == (str(fs_group) if fs_group else None)
+    assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": plan.VOLUME_NAME, "mountPath": plan.OUTPUT_DIR} in fetch["volumeMounts"]
+    volumes = {v["name"]: v for v in once["spec"]["volumes"]}
+    assert volumes[plan.VOLUME_NAME]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Mi"}
+    token = volumes[plan.TOKEN_VOLUME]["projected"]["sources"][0]["serviceAccountToken"]
+    assert token["audience"] == "api://AzureADTokenExchange"
+    chosen, _ = plan.targets(once, req.containers)
+    for target in chosen:
+        assert {"name": plan.VOLUME_NAME, "mountPath": "/mnt/secrets", "readOnly": True} in target.container[
+            "volumeMounts"
+        ]
+    # The token is only for kvinject-fetch.
+    for c in once["spec"]["containers"] + [c for c in inits if c["name"] != plan.INIT_CONTAINER]:
+        assert all(m["name"] != plan.TOKEN_VOLUME for m in c.get("volumeMounts", []))
+        assert all(not e["name"].startswith("AZURE_") for e in c.get("env", []))
+
+
+INIT_COLLISIONS = [
+    (
+        "foreign-init-container",
+        controller_pod(containers=[dict(APP)], initContainers=[{"name": "kvinject-fetch", "image": "x"}]),
+        "the pod already has an init container named 'kvinject-fetch' that kvinject did not add",
+    ),
+    (
+        "token-volume-name",
+        controller_pod(containers=[dict(APP)], volumes=[{"name": "kvinject-azure-token", "emptyDir": {}}]),
+        "the pod already has a volume named 'kvinject-azure-token' that kvinject did not add",
+    ),
+    (
+        "output-volume-name",
+        controller_pod(containers=[dict(APP)], volumes=[{"name": "kvinject-secrets", "emptyDir": {}}]),
+        "the pod already has a volume named 'kvinject-secrets' that kvinject did not add",
+    ),
+]
+
+
+@pytest.mark.parametrize(("pod", "message"), [c[1:] for c in INIT_COLLISIONS], ids=[c[0] for c in INIT_COLLISIONS])
+def test_init_collisions(pod: dict[str, Any], message: str) -> None:
+    with pytest.raises(PlanError) as err:
+        plan.init(pod, request(INIT), SPEC)
+    assert message in err.value.problems
