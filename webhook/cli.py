@@ -1,4 +1,4 @@
-"""`kvinject serve | mutate | certs`: the command line."""
+"""`kvinject serve | mutate | certs | fetch`: the command line."""
 
 from __future__ import annotations
 
@@ -199,6 +199,14 @@ def cmd_certs(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED
 
 
+def cmd_fetch(args: argparse.Namespace) -> int:
+    # Imported here: only the init container needs the Azure SDKs.
+    from webhook import fetch
+
+    code: int = fetch.main([])
+    return code
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="kvinject", description="Azure Key Vault injection webhook")
     sub = p.add_subparsers(dest="command", required=True)
@@ -229,6 +237,11 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--ip", action="append", help="IP SAN (repeatable; default 127.0.0.1)")
     c.add_argument("--days", type=int, default=365)
     c.set_defaults(func=cmd_certs)
+
+    f = sub.add_parser(
+        "fetch", help="init-container entrypoint: write the Key Vault objects in KVINJECT_OBJECTS to files"
+    )
+    f.set_defaults(func=cmd_fetch)
     return p
 
 

@@ -150,3 +150,27 @@ def test_both_injections_without_duplicates(
         paths = Counter(m["mountPath"] for m in container["volumeMounts"])
         assert all(n == 1 for n in paths.values()), paths
         assert {"name": "kvinject-secrets", "mountPath": "/mnt/secrets", "readOnly": True} in container["volumeMounts"]
+
+
+@pytest.mark.parametrize("config_name", ["a-azure-wi-webhook", "z-azure-wi-webhook"], ids=["peer-first", "peer-last"])
+def test_init_mode_beside_the_peer(control_plane: ControlPlane, namespace: str, azwi: str, config_name: str) -> None:
+    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, azwi)))
+    time.sleep(1)
+    try:
+        pod = pod_manifest(namespace, {K + "mode": "init", K + "secret-db": "peer-kv/db"})
+        pod["metadata"]["labels"]["azure.workload.identity/use"] = "true"
+        stored = create(control_plane, pod)
+    finally:
+        control_plane.kubectl("delete", "mutatingwebhookconfiguration", config_name)
+    spec = stored["spec"]
+    assert all(n == 1 for n in Counter(v["name"] for v in spec["volumes"]).values())
+    (fetch,) = [c for c in spec["initContainers"] if c["name"] == "kvinject-fetch"]
+    env = Counter(e["name"] for e in fetch["env"])
+    assert all(n == 1 for n in env.values()), env
+    values = {e["name"]: e.get("value") for e in fetch["env"]}
+    # Whoever came first, kvinject-fetch reads the token kvinject mounted for it.
+    assert values["AZURE_FEDERATED_TOKEN_FILE"] == "/var/run/secrets/kvinject/azure-token/azure-identity-token"
+    assert any(m["name"] == "kvinject-azure-token" for m in fetch["volumeMounts"])
+    app = spec["containers"][0]
+    assert "AZURE_CLIENT_ID" in {e["name"] for e in app["env"]}  # the peer's injection is intact
+    assert {"name": "kvinject-secrets", "mountPath": "/mnt/secrets", "readOnly": True} in app["volumeMounts"]
