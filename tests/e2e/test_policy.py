@@ -18,7 +18,7 @@ import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 
-from tests.e2e.conftest import access_policy
+from tests.e2e.conftest import E2E_VAULTS, access_policy
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import K, KvinjectServer, apply_docs, create, get_json, pod_manifest, wait_for
 from tests.helpers import CLIENT_ID, TENANT_ID
@@ -317,4 +317,4 @@ def test_printer_columns(control_plane: ControlPlane, namespace: str) -> None:
     header, row = out.splitlines()[:2]
     assert header.split()[:4] == ["NAME", "CLIENT", "ID", "SERVICE"]
     # kubectl prints the first element of an array column.
-    assert row.split()[1:4] == [CLIENT_ID, "api", "shape-kv"]
+    assert row.split()[1:4] == [CLIENT_ID, "api", E2E_VAULTS[0]]
