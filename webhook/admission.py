@@ -11,8 +11,8 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract, identity, plan, policy, review, spc
-from webhook.access import Denial, Judge
+from webhook import contract, identity, plan, policy, review, spc, verify
+from webhook.access import Denial, Judge, Verdict
 from webhook.cluster import Cluster, ClusterError
 from webhook.metrics import Metrics
 from webhook.model import Namespace, ServiceAccount
@@ -124,7 +124,9 @@ class Mutator:
         self.settings = settings
         self.cluster = cluster
         self.lookups = Lookups(settings, cluster)
-        self.judge = Judge(settings.enforcement, metrics or Metrics())
+        metrics = metrics or Metrics()
+        self.judge = Judge(settings.enforcement, metrics)
+        self.verifier = verify.Verifier(settings, cluster, metrics)
 
     async def mutate(self, request: review.Request) -> Outcome:
         if not request.is_pod_create:
@@ -178,6 +180,8 @@ class Mutator:
         else:
             decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
             verdict = self.judge.decision("mutate", mode, decision, audit)
+            if decision.allowed and verify.enabled(self.settings, ns):
+                verdict = await self._verify_live(namespace, sa_name, who, refs, mode, verdict)
 
         if generated is not None and not request.dry_run:
             try:
@@ -201,6 +205,38 @@ class Mutator:
             provider_class=generated,
             ops=ops,
         )
+
+    async def _verify_live(
+        self,
+        namespace: str,
+        account: str,
+        who: identity.Identity,
+        refs: list[contract.ObjectRef],
+        mode: policy.Enforcement,
+        verdict: Verdict,
+    ) -> Verdict:
+        """Policy allowed it; now Azure must agree. Key objects cannot be read as secrets and are skipped."""
+        checkable = [r for r in refs if r.type is not contract.ObjectType.KEY]
+        findings = await self.verifier.verify(namespace, account, who, checkable)
+        refused = [f for f in findings if f.result not in (verify.Result.ALLOWED, verify.Result.UNVERIFIED)]
+        unverified = [f for f in findings if f.result is verify.Result.UNVERIFIED]
+        audit = {**verdict.audit, "live-verification": ",".join(sorted({f.result.value for f in findings}))}
+        warnings = list(verdict.warnings)
+        if unverified and not refused:
+            message = "; ".join(f.message for f in unverified)
+            if not self.settings.live_fail_open:
+                raise Denial(
+                    f"could not verify access with Azure: {message}",
+                    403,
+                    "live-unverified",
+                    {**audit, "decision": "denied", "reason": message},
+                )
+            warnings.append(f"kvinject could not verify access with Azure and admitted the pod: {message}")
+        if refused:
+            reason = f"live-{refused[0].result.value}"
+            found = self.judge.findings("mutate", mode, reason, [f.message for f in refused], audit)
+            return Verdict([*warnings, *found.warnings], found.audit)
+        return Verdict(warnings, audit)
 
     async def expected(
         self, namespace: str, wanted: contract.InjectionRequest, account: ServiceAccount, who: identity.Identity

@@ -19,7 +19,7 @@ import re
 import ssl
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
@@ -31,7 +31,7 @@ from azure.core.exceptions import (
     ServiceRequestError,
     ServiceResponseError,
 )
-from azure.identity import WorkloadIdentityCredential
+from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient
 
 from webhook.fetch import ATTEMPT_TIMEOUT_CAP, FailureKind, FetchConfig, ObjectSpec, ObjectType, ReadError
@@ -61,7 +61,7 @@ class _SharedCredential:
     """One token exchange for all vault threads (the first waits, the others reuse the cached token), with the
     credential's errors marked as such."""
 
-    def __init__(self, inner: WorkloadIdentityCredential) -> None:
+    def __init__(self, inner: WorkloadIdentityCredential | ClientAssertionCredential) -> None:
         self._inner = inner
         self._lock = threading.Lock()
 
@@ -102,18 +102,33 @@ def quiet_sdk_logging() -> None:
 class KeyVaultReader:
     """webhook.fetch's Reader backed by azure-identity (workload identity) and azure-keyvault-secrets."""
 
-    def __init__(self, config: FetchConfig) -> None:
+    def __init__(self, config: FetchConfig, assertion: Callable[[], str] | None = None) -> None:
+        """`assertion`: the ServiceAccount token in memory (live verification) instead of the token file."""
         self._config = config
         identity = config.identity
-        credential = WorkloadIdentityCredential(
-            tenant_id=identity.tenant_id,
-            client_id=identity.client_id,
-            token_file_path=str(identity.token_file),
-            authority=identity.authority,
-            connection_timeout=min(CONNECT_TIMEOUT_CAP, config.timeout),
-            read_timeout=min(ATTEMPT_TIMEOUT_CAP, config.timeout),
-            **NO_SDK_RETRIES,
-        )
+        timeouts: dict[str, Any] = {
+            "connection_timeout": min(CONNECT_TIMEOUT_CAP, config.timeout),
+            "read_timeout": min(ATTEMPT_TIMEOUT_CAP, config.timeout),
+        }
+        credential: WorkloadIdentityCredential | ClientAssertionCredential
+        if assertion is None:
+            credential = WorkloadIdentityCredential(
+                tenant_id=identity.tenant_id,
+                client_id=identity.client_id,
+                token_file_path=str(identity.token_file),
+                authority=identity.authority,
+                **timeouts,
+                **NO_SDK_RETRIES,
+            )
+        else:
+            credential = ClientAssertionCredential(
+                identity.tenant_id,
+                identity.client_id,
+                assertion,
+                authority=identity.authority,
+                **timeouts,
+                **NO_SDK_RETRIES,
+            )
         self._credential = _SharedCredential(credential)
         self._clients: dict[str, SecretClient] = {}
         self._lock = threading.Lock()

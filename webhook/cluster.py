@@ -185,6 +185,10 @@ class Cluster(ABC):
     @abstractmethod
     async def _create(self, obj: dict[str, Any]) -> None: ...
 
+    async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        """A short-lived token for a ServiceAccount (TokenRequest); never logged or stored."""
+        raise ClusterError("minting ServiceAccount tokens needs the Kubernetes API (not a --cluster file)")
+
     async def ensure_provider_class(self, obj: dict[str, Any]) -> bool:
         """Create a generated SecretProviderClass unless it exists; True if it was created."""
         meta = obj["metadata"]
@@ -360,6 +364,28 @@ class KubeCluster(Cluster):
 
     async def _create(self, obj: dict[str, Any]) -> None:
         await asyncio.to_thread(self._post, obj)
+
+    def _token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {"audiences": [audience], "expirationSeconds": seconds},
+        }
+        try:
+            resp = self._request("POST", path, body=body)
+            data = resp.data
+        except Exception as exc:
+            raise ClusterError(f"could not request a token for {namespace}/{name}: {type(exc).__name__}") from None
+        if resp.status not in (200, 201):
+            raise ClusterError(f"TokenRequest for {namespace}/{name}: HTTP {resp.status} {_message(data)}")
+        token = (orjson.loads(data).get("status") or {}).get("token")
+        if not isinstance(token, str) or not token:
+            raise ClusterError(f"TokenRequest for {namespace}/{name} returned no token")
+        return token
+
+    async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        return await asyncio.to_thread(self._token, namespace, name, audience, seconds)
 
     # -- informers -------------------------------------------------------------
     def ready(self) -> bool:

@@ -37,6 +37,24 @@ class Metrics:
             ["endpoint", "outcome", "reason"],
             registry=self.registry,
         )
+        self.live_duration = Histogram(
+            "kvinject_live_verification_duration_seconds",
+            "Time spent on live verification per admission",
+            registry=self.registry,
+            buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0),
+        )
+        self.live_cache = Counter(
+            "kvinject_live_verification_cache",
+            "Live verification lookups: hit, miss, or coalesced with a run",
+            ["result"],
+            registry=self.registry,
+        )
+        self.live_outcomes = Counter(
+            "kvinject_live_verification_outcomes",
+            "Live verification outcomes per object",
+            ["outcome"],
+            registry=self.registry,
+        )
         self.provider_classes_created = Counter(
             "kvinject_secretproviderclasses_created",
             "SecretProviderClasses created",

@@ -38,5 +38,17 @@ class Settings(BaseSettings):
     vault_dns_suffix: str = "vault.azure.net"
     # Size of the in-memory volume holding the files: it counts against the pod's memory.
     init_volume_size: str = "4Mi"
+    # Vault URLs other than https://<vault>.<vault_dns_suffix> (private endpoints, tests), as JSON.
+    vault_urls: dict[str, str] = Field(default_factory=dict)
+
+    # Live verification (opt-in; a namespace label kvinject.io/live-verify=true|false overrides it):
+    # prove with Entra ID and Key Vault that the ServiceAccount can read every requested object.
+    live_verify: bool = False
+    # Must stay below the webhook's timeoutSeconds (5 s as shipped).
+    live_budget_seconds: float = Field(default=3.0, gt=0, le=25)
+    live_positive_ttl_seconds: float = Field(default=300.0, ge=0)
+    live_negative_ttl_seconds: float = Field(default=30.0, ge=0)
+    # When Azure cannot answer in time: deny ("could not verify", the default) or admit with a warning.
+    live_fail_open: bool = False
     # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
     api_timeout_seconds: float = Field(default=3.0, gt=0)

@@ -105,7 +105,7 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     assert "Traceback" not in server.logs()
 
 
-E2E_VAULTS = ["kv-e2e", "shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
+E2E_VAULTS = ["kv-e2e", "kv-locked", "shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
 
 
 def access_policy(name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]],
