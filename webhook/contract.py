@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import lru_cache
 
 PREFIX = "kvinject.io/"
 INJECT_LABEL = PREFIX + "inject"
@@ -176,7 +177,17 @@ def parse(
     namespace_default_vault: str | None = None,
 ) -> InjectionRequest:
     """Parse a pod's kvinject annotations; raises ContractError listing every problem."""
-    annotations = annotations or {}
+    # Replicas of one workload carry identical annotations: parse each distinct set once.
+    ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if k.startswith(PREFIX)))
+    return _parse_cached(ours, namespace_default_vault)
+
+
+@lru_cache(maxsize=4096)
+def _parse_cached(items: tuple[tuple[str, str], ...], namespace_default_vault: str | None) -> InjectionRequest:
+    return _parse(dict(items), namespace_default_vault)
+
+
+def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) -> InjectionRequest:
     problems: list[str] = []
     secrets: dict[str, str] = {}
     envs: dict[str, str] = {}
