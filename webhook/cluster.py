@@ -287,7 +287,11 @@ class KubeCluster(Cluster):
                     config.load_kube_config()  # type: ignore[no-untyped-call]
         except Exception as exc:  # the loaders raise several unrelated types
             raise ClusterError(f"no usable Kubernetes configuration: {exc}") from None
-        return cls(client.ApiClient())
+        configuration = client.Configuration.get_default_copy()
+        # urllib3 would retry connects 3 times, each up to the timeout: a hung apiserver would hold an
+        # admission for 4x the budget. kvinject's informers retry by themselves; live reads must not.
+        configuration.retries = False
+        return cls(client.ApiClient(configuration))
 
     # -- HTTP ----------------------------------------------------------------
     def _request(

@@ -592,8 +592,21 @@ class ControlPlane:
 
         self._wait("etcd /health", healthy, self.start_timeout, proc)
 
-    def _start_apiserver(self) -> None:
-        self.apiserver_port = free_port()
+    def stop_apiserver(self) -> None:
+        """Stop only kube-apiserver (fault tests); etcd keeps the state, start_apiserver() resumes it."""
+        proc = next(p for p in self._procs if p.name == "kube-apiserver")
+        proc.stop(self.stop_timeout)
+        self._procs.remove(proc)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver again on the same port, so every kubeconfig and client keeps working."""
+        self._start_apiserver(port=self.apiserver_port)
+
+    def apiserver_pid(self) -> int:
+        return int(next(p for p in self._procs if p.name == "kube-apiserver").popen.pid)
+
+    def _start_apiserver(self, port: int | None = None) -> None:
+        self.apiserver_port = port or free_port()
         self.url = f"https://127.0.0.1:{self.apiserver_port}"
         proc = self._spawn(
             "kube-apiserver",

@@ -1,0 +1,173 @@
+"""Kubernetes API faults, on a control plane of this module's own (stopping it must not disturb others):
+warm caches keep deciding while the apiserver is down or hung, watches resume and miss nothing, and a
+cold start with the apiserver down is not ready and denies clearly within the timeout."""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.e2e.conftest import access_policy
+from tests.e2e.controlplane import Binaries, ControlPlane
+from tests.e2e.webhook_harness import MANIFESTS, KvinjectServer, apply_docs, service_account_kubeconfig
+from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod
+
+K = "kvinject.io/"
+OTHER = "99999999-8888-7777-6666-555555555555"
+API_TIMEOUT = 3.0  # kvinject's default budget for a live read on a cache miss
+
+
+@pytest.fixture(scope="module")
+def plane(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    with ControlPlane(tmp_path_factory.mktemp("faults"), binaries=e2e_binaries) as cp:
+        cp.apply_crd(e2e_binaries.spc_crd)
+        cp.kubectl("apply", "-k", str(MANIFESTS))
+        cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
+        yield cp
+
+
+@pytest.fixture
+def world(plane: ControlPlane) -> str:
+    ns = f"faults-{uuid.uuid4().hex[:6]}"
+    plane.kubectl("create", "namespace", ns)
+    apply_docs(
+        plane,
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": "api",
+                    "namespace": ns,
+                    "annotations": {
+                        "azure.workload.identity/client-id": CLIENT_ID,
+                        "azure.workload.identity/tenant-id": TENANT_ID,
+                    },
+                },
+            },
+            access_policy(f"faults-{ns}", [(ns, "api")], {"fault-kv": ["db", "other"]}),
+        ],
+    )
+    return ns
+
+
+@pytest.fixture
+def server(plane: ControlPlane, world: str, tmp_path: Path) -> Iterator[KvinjectServer]:
+    kubeconfig = service_account_kubeconfig(plane, tmp_path / "kubeconfig", "kvinject", "kvinject")
+    srv = KvinjectServer(tmp_path / "kvinject", kubeconfig).start()
+    yield srv
+    srv.stop()
+    assert "Traceback" not in srv.logs()
+
+
+def admit(server: KvinjectServer, namespace: str, account: str = "api", obj: str = "db") -> dict[str, Any]:
+    pod = controller_pod(annotations={K + "secret-x": f"fault-kv/{obj}"}, service_account=account)
+    ctx = ssl.create_default_context(cafile=str(server.issued.ca_file))
+    resp = httpx.post(
+        f"{server.url}/mutate",
+        verify=ctx,
+        timeout=10,
+        headers={"Content-Type": "application/json"},
+        content=orjson.dumps(admission_review(pod, namespace=namespace, dry_run=True)),
+    )
+    assert resp.status_code == 200
+    answer: dict[str, Any] = resp.json()["response"]
+    return answer
+
+
+def eventually(check: Any, what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.25)
+
+
+def test_apiserver_down_then_back(plane: ControlPlane, world: str, server: KvinjectServer) -> None:
+    assert admit(server, world)["allowed"] is True
+    plane.stop_apiserver()
+    try:
+        # Warm cache: decisions go on, and the process stays ready (it can still answer).
+        assert admit(server, world)["allowed"] is True
+        assert server.get("/readyz").status_code == 200
+        started = time.monotonic()
+        unknown = admit(server, world, account="ghost")
+        assert time.monotonic() - started < API_TIMEOUT + 1.5
+        assert unknown["allowed"] is False and unknown["status"]["code"] == 503
+        assert f"could not read ServiceAccount {world}/ghost" in unknown["status"]["message"]
+    finally:
+        plane.start_apiserver()
+    # Changes right after the restart, while kvinject's watches are still reconnecting, must not be missed.
+    plane.kubectl(
+        "annotate", "--overwrite", "serviceaccount", "api", "-n", world, f"azure.workload.identity/client-id={OTHER}"
+    )
+    eventually(
+        lambda: (
+            "no SecretAccessPolicy grants identity" in admit(server, world)["status"].get("message", "")
+            if not admit(server, world)["allowed"]
+            else False
+        ),
+        "the ServiceAccount change",
+    )
+    plane.kubectl(
+        "annotate",
+        "--overwrite",
+        "serviceaccount",
+        "api",
+        "-n",
+        world,
+        f"azure.workload.identity/client-id={CLIENT_ID}",
+    )
+    eventually(lambda: admit(server, world)["allowed"], "the ServiceAccount change back")
+    apply_docs(plane, [access_policy(f"faults-{world}", [(world, "api")], {"fault-kv": ["other"]})])
+    eventually(lambda: not admit(server, world)["allowed"], "the policy change")
+    assert "may not read fault-kv/db" in admit(server, world)["status"]["message"]
+
+
+def test_hung_apiserver_keeps_warm_decisions_and_bounds_misses(
+    plane: ControlPlane, world: str, server: KvinjectServer
+) -> None:
+    assert admit(server, world)["allowed"] is True
+    pid = plane.apiserver_pid()
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert admit(server, world)["allowed"] is True
+        started = time.monotonic()
+        unknown = admit(server, world, account="ghost")
+        assert time.monotonic() - started < API_TIMEOUT + 1.5
+        assert unknown["allowed"] is False and "could not read ServiceAccount" in unknown["status"]["message"]
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    apply_docs(plane, [access_policy(f"faults-{world}", [(world, "api")], {"fault-kv": ["other"]})])
+    eventually(lambda: not admit(server, world)["allowed"], "the policy change after the hang")
+
+
+def test_cold_start_with_the_apiserver_down(plane: ControlPlane, world: str, tmp_path: Path) -> None:
+    kubeconfig = service_account_kubeconfig(plane, tmp_path / "kubeconfig", "kvinject", "kvinject")
+    plane.stop_apiserver()
+    srv = KvinjectServer(tmp_path / "cold", kubeconfig)
+    try:
+        with pytest.raises(RuntimeError, match="not ready"):
+            srv.start(timeout=3)
+        assert srv.get("/readyz").status_code == 503
+        started = time.monotonic()
+        answer = admit(srv, world)
+        assert time.monotonic() - started < API_TIMEOUT + 1.5
+        assert answer["allowed"] is False and answer["status"]["code"] == 503
+        assert "the Kubernetes API did not answer" in answer["status"]["message"]
+        plane.start_apiserver()
+        srv.wait_ready(30)  # no restart needed once the API is back
+        assert admit(srv, world)["allowed"] is True
+    finally:
+        if not any(p.name == "kube-apiserver" for p in plane._procs):
+            plane.start_apiserver()
+        srv.stop()
