@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.e2e import hygiene as hygiene_scan
 from tests.e2e.controlplane import Binaries, BinariesMissing, ControlPlane
 from tests.e2e.webhook_harness import (
     MANIFESTS,
@@ -29,6 +30,7 @@ from tests.e2e.webhook_harness import (
 from tests.helpers import CLIENT_ID, TENANT_ID
 
 E2E_DIR = Path(__file__).resolve().parent
+EVENTS: list[str] = []  # the cluster's events, collected before the control plane stops
 
 
 @pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
@@ -71,6 +73,34 @@ def control_plane(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFacto
         )
         yield cp
         cp.check_alive()
+        EVENTS.append(cp.kubectl("get", "events", "-A", "-o", "json").stdout)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def hygiene() -> Iterator[list[str]]:
+    """At the end of the session, scan every kvinject log, the outputs of kubectl (denials and warnings are
+    kvinject's responses), kvinject's metrics and the cluster's events for secret values and tokens."""
+    outputs: list[str] = []
+    original = ControlPlane.kubectl
+
+    def recording(self: ControlPlane, *args: str, **kwargs: object) -> object:
+        result = original(self, *args, **kwargs)  # type: ignore[arg-type]
+        if "token" not in args:  # `kubectl create token` prints a token by design
+            outputs.append(f"{result.stdout}\n{result.stderr}")
+        return result
+
+    ControlPlane.kubectl = recording  # type: ignore[method-assign,assignment]
+    yield outputs
+    ControlPlane.kubectl = original  # type: ignore[method-assign]
+    found: list[str] = []
+    for server in KvinjectServer.instances:
+        if server.log_path.exists():
+            found += hygiene_scan.leaks(f"log of {server.workdir.name}", server.logs())
+        if server.proc is not None and server.proc.poll() is None:
+            found += hygiene_scan.leaks("metrics", server.get("/metrics").text)
+    found += hygiene_scan.leaks("kubectl output (kvinject's responses)", "\n".join(outputs))
+    found += hygiene_scan.leaks("events", "\n".join(EVENTS))
+    assert not found, "\n".join(found)
 
 
 @pytest.fixture(scope="session")
@@ -94,8 +124,10 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     control_plane.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
     kubeconfig = service_account_kubeconfig(control_plane, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
     server = KvinjectServer(workdir, kubeconfig, env={"KVINJECT_TENANT_ID": TENANT_ID}).start()
-    configs = [webhook_configuration(docs, kind, server.url, server.ca_bundle)
-               for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
+    configs = [
+        webhook_configuration(docs, kind, server.url, server.ca_bundle)
+        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    ]
     control_plane.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
     time.sleep(1)  # the apiserver's webhook informer picks the configuration up asynchronously
     yield server
@@ -108,13 +140,18 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
 E2E_VAULTS = ["kv-e2e", "kv-locked", "shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
 
 
-def access_policy(name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]],
-                  client_id: str = CLIENT_ID) -> dict[str, object]:
+def access_policy(
+    name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]], client_id: str = CLIENT_ID
+) -> dict[str, object]:
     return {
-        "apiVersion": "kvinject.io/v1alpha1", "kind": "SecretAccessPolicy", "metadata": {"name": name},
-        "spec": {"identity": {"clientId": client_id, "tenantId": TENANT_ID},
-                 "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
-                 "allow": [{"vault": v, "objects": o} for v, o in allow.items()]},
+        "apiVersion": "kvinject.io/v1alpha1",
+        "kind": "SecretAccessPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "identity": {"clientId": client_id, "tenantId": TENANT_ID},
+            "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
+            "allow": [{"vault": v, "objects": o} for v, o in allow.items()],
+        },
     }
 
 
@@ -124,9 +161,11 @@ def namespace(control_plane: ControlPlane, kvinject: KvinjectServer) -> Iterator
     e2e vaults by a SecretAccessPolicy, and an unfederated `default`."""
     name = f"e2e-{uuid.uuid4().hex[:8]}"
     control_plane.kubectl("create", "namespace", name)
-    sa = {"apiVersion": "v1", "kind": "ServiceAccount",
-          "metadata": {"name": "api", "namespace": name,
-                       "annotations": {"azure.workload.identity/client-id": CLIENT_ID}}}
+    sa = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {"name": "api", "namespace": name, "annotations": {"azure.workload.identity/client-id": CLIENT_ID}},
+    }
     grant = access_policy(f"grant-{name}", [(name, "api"), (name, "late")], {v: ["*:*"] for v in E2E_VAULTS})
     apply_docs(control_plane, [sa, grant])
     yield name

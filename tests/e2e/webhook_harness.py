@@ -62,6 +62,8 @@ def service_account_kubeconfig(cp: ControlPlane, path: Path, namespace: str, nam
 class KvinjectServer:
     """A `kvinject serve` subprocess on 127.0.0.1 with its own CA."""
 
+    instances: list[KvinjectServer] = []
+
     def __init__(self, workdir: Path, kubeconfig: Path, env: dict[str, str] | None = None):
         self.workdir = workdir
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -71,6 +73,7 @@ class KvinjectServer:
         self.log_path = workdir / "kvinject.log"
         self.env = {**os.environ, "KVINJECT_LOG_LEVEL": "DEBUG", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
+        KvinjectServer.instances.append(self)
 
     @property
     def url(self) -> str:

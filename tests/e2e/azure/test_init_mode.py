@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e import hygiene
 from tests.e2e.azure.conftest import VAULT
 from tests.e2e.azure.keyvault import FakeKeyVault
 from tests.e2e.azure.token_endpoint import FakeEntra, FederatedCredential, JwksSource
@@ -141,6 +142,7 @@ class Harness:
 def harness(
     control_plane: ControlPlane, entra: FakeEntra, key_vault: FakeKeyVault, tmp_path: Path, namespace: str
 ) -> Harness:
+    hygiene.remember(*SECRETS.values())
     key_vault.seed(VAULT, SECRETS)
     key_vault.grant(VAULT, CLIENT_ID, "get")
     return Harness(control_plane, entra, key_vault, tmp_path, namespace)

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.e2e import hygiene
 from tests.e2e.azure.conftest import VAULT
 from tests.e2e.azure.keyvault import KEY_VAULT_RESOURCE, FakeKeyVault
 from tests.e2e.azure.token_endpoint import FakeEntra, FederatedCredential, JwksSource
@@ -62,6 +63,7 @@ def vaults(tmp_path: Path, entra: FakeEntra) -> Iterator[FakeKeyVault]:
         identity_of=functools.partial(entra.identity_of, resource=KEY_VAULT_RESOURCE),
     )
     with kv:
+        hygiene.remember("live-value-7e1f", "locked-value-2b9c")
         kv.seed(VAULT, {"db-password": "live-value-7e1f"})
         kv.seed(LOCKED, {"db-password": "locked-value-2b9c"})
         kv.grant(VAULT, CLIENT_ID, "get")
