@@ -48,6 +48,7 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
     app = FastAPI(title="kvinject", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.metrics = metrics
     app.state.cluster = cluster
+    app.state.draining = False  # set on SIGTERM: readiness goes false before the listener closes
 
     async def admit(endpoint: str, http: Request, handler: Callable[[review.Request], Awaitable[Outcome]]) -> Response:
         started = time.perf_counter()
@@ -97,6 +98,8 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if app.state.draining:
+            return PlainTextResponse("shutting down", status_code=503)
         if cluster.ready():
             return PlainTextResponse("ok")
         return PlainTextResponse("caches not synced", status_code=503)

@@ -6,7 +6,9 @@ import asyncio
 import contextlib
 import logging
 import ssl
+import threading
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
@@ -60,6 +62,28 @@ class CertReloader:
             self.check()
 
 
+class DrainingServer(uvicorn.Server):
+    """uvicorn with a drain: the first SIGTERM/SIGINT flips readiness, serving goes on for `drain` seconds,
+    then uvicorn's own graceful shutdown (stop accepting, finish in-flight requests) runs."""
+
+    def __init__(self, config: uvicorn.Config, app: FastAPI, drain: float):
+        super().__init__(config)
+        self.app, self.drain = app, drain
+        self.draining = False
+
+    def handle_exit(self, sig: int, frame: Any) -> None:
+        if self.draining or self.drain <= 0:
+            super().handle_exit(sig, frame)
+            return
+        self.draining = True
+        self.app.state.draining = True
+        log.info("received signal %s: not ready; serving %.1fs more, then finishing in-flight requests",
+                 sig, self.drain)
+        timer = threading.Timer(self.drain, lambda: setattr(self, "should_exit", True))
+        timer.daemon = True
+        timer.start()
+
+
 def serve(app: FastAPI, settings: Settings) -> None:
     config = uvicorn.Config(
         app,
@@ -68,6 +92,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
         ssl_certfile=str(settings.cert_file),
         ssl_keyfile=str(settings.key_file),
         timeout_keep_alive=settings.keep_alive_seconds,
+        timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         log_level=settings.log_level.lower(),
         access_log=False,
         server_header=False,
@@ -77,7 +102,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
     # Replace uvicorn's context with ours: TLS 1.2+, and one object the reloader can update.
     config.ssl = tls_context(settings.cert_file, settings.key_file)
     reloader = CertReloader(config.ssl, settings.cert_file, settings.key_file, settings.cert_reload_seconds)
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app, settings.shutdown_drain_seconds)
 
     async def main() -> None:
         task = asyncio.create_task(reloader.run())

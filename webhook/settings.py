@@ -20,6 +20,11 @@ class Settings(BaseSettings):
     cert_reload_seconds: float = Field(default=2.0, gt=0)
     # Above the apiserver's 90 s idle timeout, so it is always the client that closes.
     keep_alive_seconds: int = Field(default=120, ge=1)
+    # On SIGTERM: report not ready at once, keep serving this long (endpoints and the apiserver's
+    # connections move away), then stop accepting and finish what is in flight. A second signal stops now.
+    shutdown_drain_seconds: float = Field(default=3.0, ge=0)
+    # After the drain: how long in-flight requests and connection closes may take before they are cut.
+    shutdown_grace_seconds: int = Field(default=15, ge=1)
     cluster_file: Path | None = None
     kubeconfig: str | None = None
     tenant_id: str | None = None

@@ -1,0 +1,188 @@
+"""The real `kvinject serve` under constant load: graceful shutdown and certificate rotation lose nothing.
+
+The load is an open-model loop (requests start on a fixed schedule, whatever the answers) over TLS with
+keep-alive, on a few connections that are recycled, so new handshakes keep happening."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import orjson
+import pytest
+from cryptography import x509
+
+from tests.helpers import EXAMPLES, admission_review, controller_pod
+from tests.server.test_tls_server import free_port, served_certificate, trust
+from webhook import certs
+
+BODY = orjson.dumps(admission_review(controller_pod(), dry_run=True))
+HEADERS = {"Content-Type": "application/json"}
+
+
+@dataclass
+class Load:
+    sent: int = 0
+    ok: int = 0
+    failures: list[str] = field(default_factory=list)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+async def constant_load(url: str, ca: Path, rate: float, seconds: float, load: Load, connections: int = 4) -> None:
+    """`rate` requests/s for `seconds` (or until load.stop), each client recycled every 50 requests."""
+    ctx = trust(ca)
+
+    def client() -> httpx.AsyncClient:
+        return httpx.AsyncClient(verify=ctx, timeout=10, limits=httpx.Limits(max_connections=1))
+
+    clients = [client() for _ in range(connections)]
+    retired: list[httpx.AsyncClient] = []
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def one(i: int) -> None:
+        c = clients[i % connections]
+        try:
+            resp = await c.post(url, content=BODY, headers=HEADERS)
+            if resp.status_code == 200 and resp.json()["response"]["allowed"] is True:
+                load.ok += 1
+            else:
+                load.failures.append(f"HTTP {resp.status_code}")
+        except httpx.HTTPError as exc:
+            load.failures.append(type(exc).__name__)
+
+    start = time.monotonic()
+    i = 0
+    while not load.stop.is_set() and time.monotonic() - start < seconds:
+        target = start + i / rate
+        await asyncio.sleep(max(0.0, target - time.monotonic()))
+        load.sent += 1
+        task = asyncio.create_task(one(i))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        i += 1
+        if i % 50 == 0:  # recycle a connection: a fresh TLS handshake
+            retired.append(clients[(i // 50) % connections])  # closed at the end: its requests may be in flight
+            clients[(i // 50) % connections] = client()
+    if tasks:
+        await asyncio.gather(*tasks)
+    for c in clients + retired:
+        await c.aclose()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, certs.Issued, Path]]:
+    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
+    port = free_port()
+    log_path = tmp_path / "serve.log"
+    env = {
+        **os.environ,
+        "KVINJECT_CERT_RELOAD_SECONDS": "0.2",
+        "KVINJECT_SHUTDOWN_DRAIN_SECONDS": "2",
+        "KVINJECT_LOG_LEVEL": "INFO",
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "webhook",
+                "serve",
+                "--cluster",
+                str(EXAMPLES / "cluster.yaml"),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--cert-file",
+                str(issued.cert_file),
+                "--key-file",
+                str(issued.key_file),
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=trust(issued.ca_file), timeout=1).is_success:
+                break
+        except httpx.TransportError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
+        time.sleep(0.1)
+    yield proc, port, issued, log_path
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+def test_sigterm_under_load_loses_no_request(serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path]) -> None:
+    proc, port, issued, log_path = serve
+    url = f"https://127.0.0.1:{port}"
+
+    async def scenario() -> tuple[Load, float, float]:
+        load = Load()
+        running = asyncio.create_task(constant_load(url + "/mutate", issued.ca_file, 200, 30, load))
+        await asyncio.sleep(2)
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        # As endpoints would: stop sending new requests once readiness is gone (checked every 100 ms).
+        async with httpx.AsyncClient(verify=trust(issued.ca_file), timeout=2) as probe:
+            while (await probe.get(url + "/readyz")).status_code == 200:
+                await asyncio.sleep(0.1)
+        not_ready = time.monotonic() - signalled
+        await asyncio.sleep(0.5)  # the endpoints controller and the apiserver take a moment to notice
+        load.stop.set()
+        await running
+        return load, not_ready, signalled
+
+    load, not_ready, signalled = asyncio.run(scenario())
+    assert proc.wait(15) == 0, log_path.read_text()
+    exited = time.monotonic() - signalled
+    assert not_ready < 0.5, "readiness must go false first"
+    assert load.sent > 400 and load.failures == [] and load.ok == load.sent, (load.sent, load.ok, load.failures[:5])
+    assert 2.0 <= exited < 10, exited  # the drain, then a prompt exit
+    assert "not ready; serving 2.0s more" in log_path.read_text()
+
+
+def test_certificate_rotation_under_load_loses_no_request(
+    serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path],
+) -> None:
+    _, port, issued, log_path = serve
+    serials: list[int] = []
+
+    async def scenario() -> Load:
+        load = Load()
+        running = asyncio.create_task(constant_load(f"https://127.0.0.1:{port}/mutate", issued.ca_file, 200, 8, load))
+        for _ in range(3):
+            await asyncio.sleep(2)
+            renewed = await asyncio.to_thread(
+                certs.issue, issued.cert_file.parent, ["kvinject.kvinject.svc"], ["127.0.0.1"]
+            )
+            serials.append(x509.load_pem_x509_certificate(renewed.cert_file.read_bytes()).serial_number)
+        await running
+        return load
+
+    load = asyncio.run(scenario())
+    assert load.sent > 1000 and load.failures == [] and load.ok == load.sent, (load.sent, load.failures[:5])
+    assert served_certificate(port, issued.ca_file).serial_number == serials[-1]
+    assert log_path.read_text().count("reloaded serving certificate") == 3
+
+
+def test_second_signal_stops_at_once(serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path]) -> None:
+    proc, *_ = serve
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(5)
+    assert time.monotonic() - started < 1.5
