@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries bench-policy clean
+.PHONY: install run test lint unit e2e-binaries bench-policy soak clean
 
 install: $(STAMP)
 
@@ -38,6 +38,10 @@ test: lint e2e-binaries
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).
 bench-policy: install
 	$(BIN)/python bench/policy_scaling.py
+
+# 30 minutes of TLS load; fails if RSS grows 10% or more, or any request fails.
+soak: install
+	$(BIN)/python bench/soak.py --minutes 30 --rate 200
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
