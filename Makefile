@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries bench-policy soak clean
+.PHONY: install run test lint unit e2e-binaries bench-tools bench bench-policy soak clean
 
 install: $(STAMP)
 
@@ -31,8 +31,20 @@ unit: install
 e2e-binaries:
 	tests/e2e/build_binaries.sh
 
+# vegeta (constant-rate load generator) from its Go module, cached like the e2e binaries.
+bench-tools: install
+	bench/build_tools.sh
+
+# kvinject vs the Azure Workload Identity webhook under constant-rate load, then the growth and
+# through-the-apiserver figures (see bench/RESULTS.md).
+bench: install e2e-binaries bench-tools
+	tests/isolated.sh $(BIN)/python bench/load.py
+	$(BIN)/python bench/policy_scaling.py
+	$(BIN)/python bench/growth.py
+	tests/isolated.sh $(BIN)/python bench/apiserver_latency.py
+
 # Every tier, inside a loopback-only network namespace where the machine allows one.
-test: lint e2e-binaries
+test: lint e2e-binaries bench-tools
 	tests/isolated.sh $(BIN)/python -m pytest
 
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).

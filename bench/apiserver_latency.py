@@ -41,10 +41,16 @@ K = "kvinject.io/"
 
 
 def pod(i: int) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Pod",
-            "metadata": {"generateName": "bench-", "labels": {K + "inject": "true", "run": str(i)},
-                         "annotations": {K + "secret-db-password": "bench-kv/db-password"}},
-            "spec": {"serviceAccountName": "api", "containers": [{"name": "app", "image": "app:1"}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "generateName": "bench-",
+            "labels": {K + "inject": "true", "run": str(i)},
+            "annotations": {K + "secret-db-password": "bench-kv/db-password"},
+        },
+        "spec": {"serviceAccountName": "api", "containers": [{"name": "app", "image": "app:1"}]},
+    }
 
 
 def timings(client: httpx.Client, namespace: str, count: int) -> list[float]:
@@ -87,14 +93,33 @@ def main() -> int:
         cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
         ns = f"bench-{uuid.uuid4().hex[:6]}"
         cp.kubectl("create", "namespace", ns)
-        apply_docs(cp, [
-            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "api", "namespace": ns, "annotations": {
-                "azure.workload.identity/client-id": CLIENT_ID, "azure.workload.identity/tenant-id": TENANT_ID}}},
-            {"apiVersion": "kvinject.io/v1alpha1", "kind": "SecretAccessPolicy", "metadata": {"name": ns},
-             "spec": {"identity": {"clientId": CLIENT_ID, "tenantId": TENANT_ID},
-                      "federatedServiceAccounts": [{"namespace": ns, "name": "api"}],
-                      "allow": [{"vault": "bench-kv", "objects": ["*"]}]}},
-        ])
+        apply_docs(
+            cp,
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {
+                        "name": "api",
+                        "namespace": ns,
+                        "annotations": {
+                            "azure.workload.identity/client-id": CLIENT_ID,
+                            "azure.workload.identity/tenant-id": TENANT_ID,
+                        },
+                    },
+                },
+                {
+                    "apiVersion": "kvinject.io/v1alpha1",
+                    "kind": "SecretAccessPolicy",
+                    "metadata": {"name": ns},
+                    "spec": {
+                        "identity": {"clientId": CLIENT_ID, "tenantId": TENANT_ID},
+                        "federatedServiceAccounts": [{"namespace": ns, "name": "api"}],
+                        "allow": [{"vault": "bench-kv", "objects": ["*"]}],
+                    },
+                },
+            ],
+        )
         # No webhook yet: the shipped configurations were applied but point at a Service with no
         # endpoints; delete them for the baseline.
         cp.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "kvinject")
@@ -107,8 +132,10 @@ def main() -> int:
             server = KvinjectServer(Path(tmp) / "kvinject", kubeconfig, env={"KVINJECT_LOG_LEVEL": "WARNING"}).start()
             try:
                 docs = rendered_manifests(cp)
-                configs = [webhook_configuration(docs, kind, server.url, server.ca_bundle)
-                           for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")]
+                configs = [
+                    webhook_configuration(docs, kind, server.url, server.ca_bundle)
+                    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+                ]
                 cp.kubectl("create", "-f", "-", input=yaml.safe_dump_all(configs))
                 time.sleep(2)
                 timings(client, ns, 20)  # warm-up: connections, caches
@@ -119,19 +146,24 @@ def main() -> int:
                 server.stop()
     b50, b99 = summary(baseline)
     k50, k99 = summary(with_kvinject)
-    print(f"pod create through kube-apiserver {cp.binaries.versions['KUBERNETES_VERSION']}, {args.pods} pods each,"
-          " sequential, keep-alive")
+    print(
+        f"pod create through kube-apiserver {cp.binaries.versions['KUBERNETES_VERSION']}, {args.pods} pods each,"
+        " sequential, keep-alive"
+    )
     print(f"{'':<22}{'p50 ms':>10}{'p99 ms':>10}")
     print(f"{'no webhook':<22}{b50:>10.2f}{b99:>10.2f}")
     print(f"{'kvinject registered':<22}{k50:>10.2f}{k99:>10.2f}")
-    print(f"added by kvinject (client side): p50 {k50 - b50:+.2f} ms, p99 {k99 - b99:+.2f} ms;"
-          f" ratio p50 {k50 / b50:.2f}")
+    print(
+        f"added by kvinject (client side): p50 {k50 - b50:+.2f} ms, p99 {k99 - b99:+.2f} ms; ratio p50 {k50 / b50:.2f}"
+    )
     for name in sorted(after):
         count = after[name][0] - before.get(name, (0.0, 0.0))[0]
         total = after[name][1] - before.get(name, (0.0, 0.0))[1]
         if count:
-            print(f"apiserver_admission_webhook_admission_duration_seconds {name}: mean {total / count * 1000:.2f} ms"
-                  f" over {int(count)} calls")
+            print(
+                f"apiserver_admission_webhook_admission_duration_seconds {name}: mean {total / count * 1000:.2f} ms"
+                f" over {int(count)} calls"
+            )
     return 0
 
 

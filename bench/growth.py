@@ -42,17 +42,39 @@ def fill(accounts: int, policies: int) -> FileCluster:
     cluster.apply("ADDED", {"kind": "Namespace", "metadata": {"name": "payments"}})
     for i in range(accounts):
         name = "api" if i == 0 else f"sa-{i}"
-        cluster.apply("ADDED", {"kind": "ServiceAccount", "metadata": {
-            "name": name, "namespace": "payments" if i == 0 else f"team-{i % 1000}", "uid": str(uuid.uuid4()),
-            "annotations": {"azure.workload.identity/client-id": CLIENT_ID if i == 0 else str(uuid.UUID(int=i)),
-                            "azure.workload.identity/tenant-id": TENANT_ID}}})
+        cluster.apply(
+            "ADDED",
+            {
+                "kind": "ServiceAccount",
+                "metadata": {
+                    "name": name,
+                    "namespace": "payments" if i == 0 else f"team-{i % 1000}",
+                    "uid": str(uuid.uuid4()),
+                    "annotations": {
+                        "azure.workload.identity/client-id": CLIENT_ID if i == 0 else str(uuid.UUID(int=i)),
+                        "azure.workload.identity/tenant-id": TENANT_ID,
+                    },
+                },
+            },
+        )
     for i in range(policies):
         client = CLIENT_ID if i == 0 else str(uuid.UUID(int=i))
-        cluster.apply("ADDED", {"kind": "SecretAccessPolicy", "metadata": {"name": f"p-{i}"}, "spec": {
-            "identity": {"clientId": client, "tenantId": TENANT_ID},
-            "federatedServiceAccounts": [{"namespace": "payments", "name": "api"} if i == 0
-                                         else {"namespace": f"team-{i % 1000}", "name": f"sa-{i}"}],
-            "allow": [{"vault": "payments-kv", "objects": ["db-*"]}]}})
+        cluster.apply(
+            "ADDED",
+            {
+                "kind": "SecretAccessPolicy",
+                "metadata": {"name": f"p-{i}"},
+                "spec": {
+                    "identity": {"clientId": client, "tenantId": TENANT_ID},
+                    "federatedServiceAccounts": [
+                        {"namespace": "payments", "name": "api"}
+                        if i == 0
+                        else {"namespace": f"team-{i % 1000}", "name": f"sa-{i}"}
+                    ],
+                    "allow": [{"vault": "payments-kv", "objects": ["db-*"]}],
+                },
+            },
+        )
     return cluster
 
 
@@ -70,8 +92,12 @@ async def run(accounts: int, policies: int, iterations: int) -> dict[str, float]
         await mutator.mutate(request)
         samples.append((time.perf_counter_ns() - t) / 1000)
     samples.sort()
-    return {"p50_us": statistics.median(samples), "p99_us": samples[int(len(samples) * 0.99) - 1],
-            "rss_mib": rss_kib() / 1024, "cache_mib": (filled - before) / 1024}
+    return {
+        "p50_us": statistics.median(samples),
+        "p99_us": samples[int(len(samples) * 0.99) - 1],
+        "rss_mib": rss_kib() / 1024,
+        "cache_mib": (filled - before) / 1024,
+    }
 
 
 CASES = {"accounts": [(100, 10), (100_000, 10)], "policies": [(100, 10), (100, 10_000)]}
@@ -92,12 +118,18 @@ def main() -> int:
         results = []
         for accounts, policies in sizes:
             accounts = min(accounts, args.max_accounts)
-            out = subprocess.run([sys.executable, __file__, "--one", f"{accounts},{policies}",
-                                  "--iterations", str(args.iterations)], capture_output=True, text=True, check=True)
+            out = subprocess.run(
+                [sys.executable, __file__, "--one", f"{accounts},{policies}", "--iterations", str(args.iterations)],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
             results.append(((accounts, policies), json.loads(out.stdout)))
         (small_size, small), (large_size, large) = results
-        print(f"\n{name}: {small_size[0]} accounts/{small_size[1]} policies vs"
-              f" {large_size[0]} accounts/{large_size[1]} policies")
+        print(
+            f"\n{name}: {small_size[0]} accounts/{small_size[1]} policies vs"
+            f" {large_size[0]} accounts/{large_size[1]} policies"
+        )
         for key in ("p50_us", "p99_us", "rss_mib", "cache_mib"):
             ratio = large[key] / small[key] if small[key] > 0.05 else float("nan")
             print(f"  {key:<10}{small[key]:>10.1f}{large[key]:>12.1f}   ratio {ratio:.2f}")

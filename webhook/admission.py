@@ -188,7 +188,7 @@ class Mutator:
                 await self.cluster.ensure_provider_class(generated)
             except ClusterError as exc:
                 raise Denial(str(exc), 503, "cluster") from None
-        log.info(
+        log.debug(
             "admitted uid=%s namespace=%s %s mode=%s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,
             namespace,
