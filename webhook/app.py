@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +34,20 @@ def _problem(status: int, message: str) -> Response:
     return _json({"error": message}, status)
 
 
+async def _freeze_when_ready(cluster: Cluster) -> None:
+    """Move the start-up heap and the filled caches out of the collector's reach.
+
+    Full collections otherwise walk every cached object (100,000 ServiceAccounts, the SDKs) a few
+    times a second under load, for 15-25 ms each: the p99 of large pods. Freezing costs nothing later.
+    """
+    gc.collect()
+    gc.freeze()
+    while not cluster.ready():
+        await asyncio.sleep(0.5)
+    gc.collect()
+    gc.freeze()
+
+
 def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = None) -> FastAPI:
     metrics = metrics or Metrics()
     mutator = Mutator(settings, cluster, metrics)
@@ -40,9 +56,11 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         cluster.start()
+        settle = asyncio.create_task(_freeze_when_ready(cluster))
         try:
             yield
         finally:
+            settle.cancel()
             cluster.stop()
 
     app = FastAPI(title="kvinject", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)

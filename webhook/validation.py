@@ -113,7 +113,7 @@ class Validator:
         audit = {"service-account": f"{namespace}/{sa_name}", "client-id": who.client_id}
         reason = findings[0][0] if findings else "allowed"
         verdict = self.judge.findings("validate", mode, reason, [f for _, f in findings], audit)
-        log.info(
+        log.debug(
             "validated uid=%s namespace=%s %s decision=%s",
             request.uid,
             namespace,
