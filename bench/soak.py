@@ -10,22 +10,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
 from tests.helpers import EXAMPLES
-from tests.loadgen import Load, constant_load, trust
-from webhook import certs
+from tests.loadgen import Load, constant_load
+from tests.serving import ServeProcess
 
 
 def rss_mib(pid: int) -> float:
@@ -50,38 +46,10 @@ def main() -> int:
     args = parser.parse_args()
     seconds = args.minutes * 60
     with tempfile.TemporaryDirectory() as tmp:
-        issued = certs.issue(Path(tmp), ["localhost"], ips=["127.0.0.1"])
-        port = 18443
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--cluster",
-                str(EXAMPLES / "cluster.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--cert-file",
-                str(issued.cert_file),
-                "--key-file",
-                str(issued.key_file),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env={**os.environ, "KVINJECT_LOG_LEVEL": "WARNING"},
-        )
+        server = ServeProcess(Path(tmp), ["--cluster", str(EXAMPLES / "cluster.yaml")], log_level="WARNING").start()
+        assert server.proc is not None
+        proc, port, issued = server.proc, server.port, server.issued
         try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"https://127.0.0.1:{port}/readyz", verify=trust(issued.ca_file), timeout=1)
-                    break
-                except httpx.TransportError:
-                    assert time.monotonic() < deadline and proc.poll() is None
-                    time.sleep(0.1)
 
             async def run() -> tuple[Load, list[tuple[float, float]]]:
                 load, samples, stop = Load(), [], asyncio.Event()
@@ -93,8 +61,7 @@ def main() -> int:
 
             load, samples = asyncio.run(run())
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
     warm = min(120.0, seconds / 10)
     after = [rss for t, rss in samples if t >= warm]
     base, end, peak = after[0], after[-1], max(after)

@@ -9,20 +9,16 @@
 
 from __future__ import annotations
 
-import base64
 import os
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
-from tests.e2e.controlplane import ControlPlane, free_port, tail
-from webhook import certs
+from tests.e2e.controlplane import ControlPlane
+from tests.serving import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
@@ -59,89 +55,12 @@ def service_account_kubeconfig(cp: ControlPlane, path: Path, namespace: str, nam
     return path
 
 
-class KvinjectServer:
-    """A `kvinject serve` subprocess on 127.0.0.1 with its own CA."""
-
-    instances: list[KvinjectServer] = []
+class KvinjectServer(ServeProcess):
+    """`kvinject serve` reading the API through `kubeconfig` (kvinject's own ServiceAccount token)."""
 
     def __init__(self, workdir: Path, kubeconfig: Path, env: dict[str, str] | None = None):
-        self.workdir = workdir
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        super().__init__(workdir, ["--kubeconfig", str(kubeconfig)], env)
         self.kubeconfig = kubeconfig
-        self.port = free_port()
-        self.issued = certs.issue(workdir / "certs", ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
-        self.log_path = workdir / "kvinject.log"
-        self.env = {**os.environ, "KVINJECT_LOG_LEVEL": "DEBUG", **(env or {})}
-        self.proc: subprocess.Popen[bytes] | None = None
-        KvinjectServer.instances.append(self)
-
-    @property
-    def url(self) -> str:
-        return f"https://127.0.0.1:{self.port}"
-
-    @property
-    def ca_bundle(self) -> str:
-        return base64.b64encode(self.issued.ca_file.read_bytes()).decode()
-
-    def start(self, timeout: float = 30.0) -> KvinjectServer:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--kubeconfig",
-                str(self.kubeconfig),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--cert-file",
-                str(self.issued.cert_file),
-                "--key-file",
-                str(self.issued.key_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=self.env,
-        )
-        log.close()
-        self.wait_ready(timeout)
-        return self
-
-    def get(self, path: str) -> httpx.Response:
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(self.issued.ca_file))
-        return httpx.get(self.url + path, verify=ctx, timeout=2)
-
-    def wait_ready(self, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
-            assert self.proc is not None
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"kvinject exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-            try:
-                if self.get("/readyz").status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"kvinject not ready after {timeout}s:\n{tail(self.log_path)}")
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-    def logs(self) -> str:
-        return self.log_path.read_text(errors="replace")
 
 
 def webhook_configuration(docs: list[dict[str, Any]], kind: str, url: str, ca_bundle: str) -> dict[str, Any]:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import socket
 import ssl
-import subprocess
-import sys
 import time
 import warnings
 from collections.abc import Iterator
@@ -18,13 +15,8 @@ import pytest
 from cryptography import x509
 
 from tests.helpers import EXAMPLES, admission_review, controller_pod
+from tests.serving import ServeProcess, free_port
 from webhook import certs
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def trust(ca_file: Path) -> ssl.SSLContext:
@@ -44,46 +36,14 @@ def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[int, certs.Issued, Path]]:
-    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
-    port = free_port()
-    log_file = tmp_path / "server.log"
-    env = {**os.environ, "KVINJECT_CERT_RELOAD_SECONDS": "0.2"}
-    with log_file.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--cluster",
-                str(EXAMPLES / "cluster.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--cert-file",
-                str(issued.cert_file),
-                "--key-file",
-                str(issued.key_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-        try:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    httpx.get(f"https://127.0.0.1:{port}/readyz", verify=trust(issued.ca_file), timeout=1)
-                    break
-                except httpx.TransportError:
-                    if proc.poll() is not None or time.monotonic() > deadline:
-                        pytest.fail(f"server did not start:\n{log_file.read_text()}")
-                    time.sleep(0.1)
-            yield port, issued, log_file
-        finally:
-            proc.terminate()
-            proc.wait(10)
+    proc = ServeProcess(
+        tmp_path,
+        ["--cluster", str(EXAMPLES / "cluster.yaml")],
+        {"KVINJECT_CERT_RELOAD_SECONDS": "0.2"},
+        log_level="INFO",
+    ).start(20)
+    yield proc.port, proc.issued, proc.log_path
+    proc.stop()
 
 
 def test_serves_admission_over_verified_tls(server: tuple[int, certs.Issued, Path]) -> None:
@@ -137,7 +97,6 @@ def test_certificate_hot_reload(server: tuple[int, certs.Issued, Path]) -> None:
 
 def test_unreachable_api_means_not_ready_and_clear_denials(tmp_path: Path) -> None:
     """Cold start with the apiserver down: /readyz is 503 and admissions are denied quickly, never hang."""
-    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
     dead = free_port()  # nothing listens here
     kubeconfig = tmp_path / "kubeconfig"
     kubeconfig.write_text(
@@ -146,43 +105,16 @@ def test_unreachable_api_means_not_ready_and_clear_denials(tmp_path: Path) -> No
         "users: [{name: u, user: {token: not-a-real-token}}]\n"
         "contexts: [{name: c, context: {cluster: c, user: u}}]\n"
     )
-    port = free_port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--kubeconfig",
-            str(kubeconfig),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cert-file",
-            str(issued.cert_file),
-            "--key-file",
-            str(issued.key_file),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
+    proc = ServeProcess(tmp_path / "serve", ["--kubeconfig", str(kubeconfig)])
     try:
-        ctx = trust(issued.ca_file)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                health = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=ctx, timeout=1)
-                break
-            except httpx.TransportError:
-                assert proc.poll() is None and time.monotonic() < deadline
-                time.sleep(0.1)
-        assert health.status_code == 200
-        assert httpx.get(f"https://127.0.0.1:{port}/readyz", verify=ctx).status_code == 503
+        with pytest.raises(RuntimeError, match="not ready"):
+            proc.start(timeout=2)
+        assert proc.get("/healthz").status_code == 200
+        assert proc.get("/readyz").status_code == 503
         started = time.monotonic()
         resp = httpx.post(
-            f"https://127.0.0.1:{port}/mutate",
-            verify=ctx,
+            f"{proc.url}/mutate",
+            verify=proc.trust(),
             timeout=10,
             content=orjson.dumps(admission_review(controller_pod(), uid="cold")),
             headers={"Content-Type": "application/json"},
@@ -192,6 +124,6 @@ def test_unreachable_api_means_not_ready_and_clear_denials(tmp_path: Path) -> No
         assert answer["uid"] == "cold" and answer["allowed"] is False and answer["status"]["code"] == 503
         assert "could not read Namespace payments: the Kubernetes API did not answer" in answer["status"]["message"]
     finally:
-        proc.terminate()
-        output = proc.communicate(timeout=10)[0].decode()
+        proc.stop()
+    output = proc.logs()
     assert "not-a-real-token" not in output

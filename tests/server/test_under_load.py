@@ -6,10 +6,8 @@ keep-alive, on a few connections that are recycled, so new handshakes keep happe
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,56 +18,20 @@ from cryptography import x509
 
 from tests.helpers import EXAMPLES
 from tests.loadgen import Load, constant_load
-from tests.server.test_tls_server import free_port, served_certificate, trust
+from tests.server.test_tls_server import served_certificate, trust
+from tests.serving import ServeProcess
 from webhook import certs
 
 
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, certs.Issued, Path]]:
-    issued = certs.issue(tmp_path, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
-    port = free_port()
-    log_path = tmp_path / "serve.log"
-    env = {
-        **os.environ,
-        "KVINJECT_CERT_RELOAD_SECONDS": "0.2",
-        "KVINJECT_SHUTDOWN_DRAIN_SECONDS": "2",
-        "KVINJECT_LOG_LEVEL": "INFO",
-    }
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--cluster",
-                str(EXAMPLES / "cluster.yaml"),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--cert-file",
-                str(issued.cert_file),
-                "--key-file",
-                str(issued.key_file),
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=env,
-        )
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"https://127.0.0.1:{port}/readyz", verify=trust(issued.ca_file), timeout=1).is_success:
-                break
-        except httpx.TransportError:
-            pass
-        assert proc.poll() is None and time.monotonic() < deadline, log_path.read_text()
-        time.sleep(0.1)
-    yield proc, port, issued, log_path
-    if proc.poll() is None:
-        proc.kill()
-        proc.wait()
+    env = {"KVINJECT_CERT_RELOAD_SECONDS": "0.2", "KVINJECT_SHUTDOWN_DRAIN_SECONDS": "2"}
+    server = ServeProcess(tmp_path, ["--cluster", str(EXAMPLES / "cluster.yaml")], env, log_level="INFO").start(20)
+    assert server.proc is not None
+    yield server.proc, server.port, server.issued, server.log_path
+    if server.proc.poll() is None:
+        server.proc.kill()
+        server.proc.wait()
 
 
 def test_sigterm_under_load_loses_no_request(serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path]) -> None:
