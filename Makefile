@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries bench-tools bench bench-policy soak clean
+.PHONY: install run test lint unit e2e-binaries bench-tools bench bench-policy soak fuzz clean
 
 install: $(STAMP)
 
@@ -50,6 +50,10 @@ test: lint e2e-binaries bench-tools
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).
 bench-policy: install
 	$(BIN)/python bench/policy_scaling.py
+
+# 100,000 fuzz inputs against /mutate and /validate (the CI smoke is tests/fuzz/test_fuzz_smoke.py).
+fuzz: install
+	$(BIN)/python tests/fuzz/run_fuzz.py --inputs 100000
 
 # 30 minutes of TLS load; fails if RSS grows 10% or more, or any request fails.
 soak: install

@@ -11,7 +11,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract, identity, plan, policy, review, spc, verify
+from webhook import contract, identity, plan, policy, review, shape, spc, verify
 from webhook.access import Denial, Judge, Verdict
 from webhook.cluster import Cluster, ClusterError
 from webhook.metrics import Metrics
@@ -134,6 +134,9 @@ class Mutator:
         pod = request.object
         if pod is None:
             return self._denied(request, Denial("request.object is missing or not an object", 400, "bad-request"))
+        malformed = shape.problems(pod)
+        if malformed:
+            return self._denied(request, Denial(f"malformed Pod: {'; '.join(malformed)}", 400, "bad-request"))
         try:
             return await self._mutate_pod(request, pod)
         except Denial as denial:

@@ -32,6 +32,11 @@ OUTPUT_KEYS = frozenset({STATUS})
 SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST})
 
 DEFAULT_MOUNT_PATH = "/mnt/secrets"
+# Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
+MAX_OBJECTS = 256
+MAX_ENV = 256
+MAX_VALUE = 1024
+_CACHEABLE_CHARS = 16 * 1024
 SA_CLIENT_ID = "azure.workload.identity/client-id"
 SA_TENANT_ID = "azure.workload.identity/tenant-id"
 
@@ -177,12 +182,15 @@ def parse(
     namespace_default_vault: str | None = None,
 ) -> InjectionRequest:
     """Parse a pod's kvinject annotations; raises ContractError listing every problem."""
-    # Replicas of one workload carry identical annotations: parse each distinct set once.
+    # Replicas of one workload carry identical annotations: parse each distinct set once. Only small
+    # sets are cached, so the cache's memory stays bounded whatever pods are sent.
     ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if k.startswith(PREFIX)))
+    if sum(len(k) + len(v) for k, v in ours) > _CACHEABLE_CHARS:
+        return _parse(dict(ours), namespace_default_vault)
     return _parse_cached(ours, namespace_default_vault)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=1024)
 def _parse_cached(items: tuple[tuple[str, str], ...], namespace_default_vault: str | None) -> InjectionRequest:
     return _parse(dict(items), namespace_default_vault)
 
@@ -192,7 +200,12 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
     secrets: dict[str, str] = {}
     envs: dict[str, str] = {}
     for key, value in annotations.items():
-        if not key.startswith(PREFIX) or key in SINGLE_KEYS or key in OUTPUT_KEYS:
+        if not key.startswith(PREFIX) or key in OUTPUT_KEYS:
+            continue
+        if len(value) > MAX_VALUE:
+            problems.append(f"{key}: value is {len(value)} characters, more than {MAX_VALUE}")
+            continue
+        if key in SINGLE_KEYS:
             continue
         if key.startswith(SECRET_PREFIX):
             secrets[key[len(SECRET_PREFIX) :]] = value
@@ -204,6 +217,12 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
                 " containers, mount-path, provider-class, init-first)"
             )
 
+    if len(secrets) > MAX_OBJECTS:
+        problems.append(f"{len(secrets)} {SECRET_PREFIX}* annotations, more than {MAX_OBJECTS}")
+        secrets = {}
+    if len(envs) > MAX_ENV:
+        problems.append(f"{len(envs)} {ENV_PREFIX}* annotations, more than {MAX_ENV}")
+        envs = {}
     mode = Mode.CSI
     if MODE in annotations:
         try:
@@ -248,6 +267,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             objects.append(Mounted(alias, ref))
 
     aliases = {m.alias: m for m in objects}
+    by_ref = {m.ref: m for m in objects}
     env: list[EnvVar] = []
     for var, value in sorted(envs.items()):
         key = f"{ENV_PREFIX}{var}"
@@ -271,7 +291,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
                 f" annotation nor a valid reference ({'; '.join(ref_problems)})"
             )
             continue
-        same = next((m for m in objects if m.ref == ref), None)
+        same = by_ref.get(ref)
         if same is not None:
             env.append(EnvVar(var, same.alias))
         elif var in aliases:
@@ -280,6 +300,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             mounted = Mounted(var, ref)
             objects.append(mounted)
             aliases[var] = mounted
+            by_ref[ref] = mounted
             env.append(EnvVar(var, var))
 
     if mode is Mode.INIT:

@@ -157,17 +157,24 @@ def add_mount(patch: Patch, target: Target, volume: str, mount_path: str) -> Non
     )
 
 
-def add_env(patch: Patch, target: Target, source: EnvSource) -> None:
-    wanted = source.entry()
+def env_index(target: Target) -> dict[str, dict[str, Any]]:
+    """The container's env entries by name (the first wins, as the kubelet resolves it)."""
+    index: dict[str, dict[str, Any]] = {}
     for e in target.container.get("env") or []:
-        if e.get("name") == source.name:
-            if e != wanted:
-                patch.problems.append(
-                    f"container {target.name!r} already defines env {source.name!r}:"
-                    f" remove it or the {contract.ENV_PREFIX}{source.name} annotation"
-                )
-            return
-    patch.append(target.container, target.path, "env", wanted)
+        index.setdefault(str(e.get("name")), e)
+    return index
+
+
+def add_env(patch: Patch, target: Target, source: EnvSource, existing: dict[str, dict[str, Any]]) -> None:
+    wanted = source.entry()
+    present = existing.get(source.name)
+    if present is None:
+        patch.append(target.container, target.path, "env", wanted)
+    elif present != wanted:
+        patch.problems.append(
+            f"container {target.name!r} already defines env {source.name!r}:"
+            f" remove it or the {contract.ENV_PREFIX}{source.name} annotation"
+        )
 
 
 def csi(
@@ -183,8 +190,9 @@ def csi(
     add_volume(patch, pod, csi_volume(provider_class), is_same_csi_volume(pod, provider_class))
     for target in chosen:
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
+        existing = env_index(target)
         for source in env:
-            add_env(patch, target, source)
+            add_env(patch, target, source, existing)
     patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
     if patch.problems:
         raise PlanError(patch.problems)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import contract, plan, podrefs, policy, review, spc
+from webhook import contract, plan, podrefs, policy, review, shape, spc
 from webhook.access import Denial, Judge
 from webhook.admission import (
     Expected,
@@ -46,6 +46,9 @@ class Validator:
         pod = request.object
         if pod is None:
             return denied_outcome(request, Denial("request.object is missing or not an object", 400, "bad-request"))
+        malformed = shape.problems(pod)
+        if malformed:
+            return denied_outcome(request, Denial(f"malformed Pod: {'; '.join(malformed)}", 400, "bad-request"))
         try:
             return await self._validate(request, pod)
         except Denial as denial:
