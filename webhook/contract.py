@@ -184,7 +184,7 @@ def parse(
     """Parse a pod's kvinject annotations; raises ContractError listing every problem."""
     # Replicas of one workload carry identical annotations: parse each distinct set once. Only small
     # sets are cached, so the cache's memory stays bounded whatever pods are sent.
-    ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if k.startswith(PREFIX)))
+    ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if k.startswith(PREFIX) and isinstance(v, str)))
     if sum(len(k) + len(v) for k, v in ours) > _CACHEABLE_CHARS:
         return _parse(dict(ours), namespace_default_vault)
     return _parse_cached(ours, namespace_default_vault)

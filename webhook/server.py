@@ -77,8 +77,9 @@ class DrainingServer(uvicorn.Server):
             return
         self.draining = True
         self.app.state.draining = True
-        log.info("received signal %s: not ready; serving %.1fs more, then finishing in-flight requests",
-                 sig, self.drain)
+        log.info(
+            "received signal %s: not ready; serving %.1fs more, then finishing in-flight requests", sig, self.drain
+        )
         timer = threading.Timer(self.drain, lambda: setattr(self, "should_exit", True))
         timer.daemon = True
         timer.start()

@@ -65,6 +65,9 @@ def _walk(value: Any, schema: Schema, path: str, found: list[str], limit: int) -
             found.append(f"{path} must be a list")
             return
         for i, item in enumerate(value):
+            if item is None:  # null is "absent" for a field, but a list item cannot be absent
+                found.append(f"{path}[{i}] must not be null")
+                continue
             _walk(item, schema[0], f"{path}[{i}]", found, limit)
     elif isinstance(schema, dict):
         if not isinstance(value, dict):

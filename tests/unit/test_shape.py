@@ -21,6 +21,7 @@ from webhook import contract, shape
         ({"spec": "x"}, ["object.spec must be an object"]),
         ({"spec": {"containers": ["x"]}}, ["object.spec.containers[0] must be an object"]),
         ({"spec": {"initContainers": 74}}, ["object.spec.initContainers must be a list"]),
+        ({"spec": {"containers": [None]}}, ["object.spec.containers[0] must not be null"]),
         (
             {"spec": {"volumes": [{"csi": {"volumeAttributes": "x"}}]}},
             ["object.spec.volumes[0].csi.volumeAttributes must be an object"],
@@ -35,6 +36,7 @@ from webhook import contract, shape
         "spec-string",
         "container-string",
         "inits-number",
+        "null-container",
         "volume-attributes-string",
         "fsgroup-bool",
         "valid",
@@ -64,3 +66,8 @@ def test_contract_limits(annotations: dict[str, str], fragment: str) -> None:
     with pytest.raises(contract.ContractError) as err:
         contract.parse(annotations)
     assert any(fragment in p for p in err.value.problems)
+
+
+def test_null_annotation_values_are_absent() -> None:
+    req = contract.parse({"kvinject.io/secret-a": "kv-one/a", "kvinject.io/env-X": None})  # type: ignore[dict-item]
+    assert req.env == ()
