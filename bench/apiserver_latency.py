@@ -17,7 +17,6 @@ import statistics
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -30,12 +29,11 @@ from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import (
     MANIFESTS,
     KvinjectServer,
-    apply_docs,
+    federated_namespace,
     rendered_manifests,
     service_account_kubeconfig,
     webhook_configuration,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID
 
 K = "kvinject.io/"
 
@@ -91,35 +89,7 @@ def main() -> int:
         cp.apply_crd(Binaries.locate().spc_crd)
         cp.kubectl("apply", "-k", str(MANIFESTS))
         cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
-        ns = f"bench-{uuid.uuid4().hex[:6]}"
-        cp.kubectl("create", "namespace", ns)
-        apply_docs(
-            cp,
-            [
-                {
-                    "apiVersion": "v1",
-                    "kind": "ServiceAccount",
-                    "metadata": {
-                        "name": "api",
-                        "namespace": ns,
-                        "annotations": {
-                            "azure.workload.identity/client-id": CLIENT_ID,
-                            "azure.workload.identity/tenant-id": TENANT_ID,
-                        },
-                    },
-                },
-                {
-                    "apiVersion": "kvinject.io/v1alpha1",
-                    "kind": "SecretAccessPolicy",
-                    "metadata": {"name": ns},
-                    "spec": {
-                        "identity": {"clientId": CLIENT_ID, "tenantId": TENANT_ID},
-                        "federatedServiceAccounts": [{"namespace": ns, "name": "api"}],
-                        "allow": [{"vault": "bench-kv", "objects": ["*"]}],
-                    },
-                },
-            ],
-        )
+        ns = federated_namespace(cp, "bench", {"bench-kv": ["*"]})
         # No webhook yet: the shipped configurations were applied but point at a Service with no
         # endpoints; delete them for the baseline.
         cp.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "kvinject")

@@ -22,6 +22,7 @@ from tests.e2e.controlplane import Binaries, BinariesMissing, ControlPlane
 from tests.e2e.webhook_harness import (
     MANIFESTS,
     KvinjectServer,
+    access_policy,
     apply_docs,
     rendered_manifests,
     service_account_kubeconfig,
@@ -138,21 +139,6 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
 
 
 E2E_VAULTS = ["kv-e2e", "kv-locked", "shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
-
-
-def access_policy(
-    name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]], client_id: str = CLIENT_ID
-) -> dict[str, object]:
-    return {
-        "apiVersion": "kvinject.io/v1alpha1",
-        "kind": "SecretAccessPolicy",
-        "metadata": {"name": name},
-        "spec": {
-            "identity": {"clientId": client_id, "tenantId": TENANT_ID},
-            "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
-            "allow": [{"vault": v, "objects": o} for v, o in allow.items()],
-        },
-    }
 
 
 @pytest.fixture

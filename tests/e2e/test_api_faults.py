@@ -8,7 +8,6 @@ import os
 import signal
 import ssl
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -17,10 +16,16 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.conftest import access_policy
 from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.webhook_harness import MANIFESTS, KvinjectServer, apply_docs, service_account_kubeconfig
-from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod
+from tests.e2e.webhook_harness import (
+    MANIFESTS,
+    KvinjectServer,
+    access_policy,
+    apply_docs,
+    federated_namespace,
+    service_account_kubeconfig,
+)
+from tests.helpers import CLIENT_ID, admission_review, controller_pod
 
 K = "kvinject.io/"
 OTHER = "99999999-8888-7777-6666-555555555555"
@@ -38,27 +43,7 @@ def plane(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> I
 
 @pytest.fixture
 def world(plane: ControlPlane) -> str:
-    ns = f"faults-{uuid.uuid4().hex[:6]}"
-    plane.kubectl("create", "namespace", ns)
-    apply_docs(
-        plane,
-        [
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {
-                    "name": "api",
-                    "namespace": ns,
-                    "annotations": {
-                        "azure.workload.identity/client-id": CLIENT_ID,
-                        "azure.workload.identity/tenant-id": TENANT_ID,
-                    },
-                },
-            },
-            access_policy(f"faults-{ns}", [(ns, "api")], {"fault-kv": ["db", "other"]}),
-        ],
-    )
-    return ns
+    return federated_namespace(plane, "faults", {"fault-kv": ["db", "other"]})
 
 
 @pytest.fixture

@@ -18,9 +18,18 @@ import uvicorn
 import yaml
 from fastapi import FastAPI, Request
 
-from tests.e2e.conftest import E2E_VAULTS, access_policy
+from tests.e2e.conftest import E2E_VAULTS
 from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import K, KvinjectServer, apply_docs, create, get_json, pod_manifest, wait_for
+from tests.e2e.webhook_harness import (
+    K,
+    KvinjectServer,
+    access_policy,
+    apply_docs,
+    create,
+    get_json,
+    pod_manifest,
+    wait_for,
+)
 from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook import certs
 

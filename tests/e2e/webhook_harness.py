@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import yaml
 
 from tests.e2e.controlplane import ControlPlane
+from tests.helpers import CLIENT_ID, TENANT_ID
 from tests.serving import ServeProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,3 +111,38 @@ def create(cp: ControlPlane, doc: dict[str, Any], check: bool = True) -> Any:
 def provider_classes(cp: ControlPlane, namespace: str) -> list[dict[str, Any]]:
     items: list[dict[str, Any]] = get_json(cp, "secretproviderclasses", "-n", namespace)["items"]
     return items
+
+
+def access_policy(
+    name: str, accounts: list[tuple[str, str]], allow: dict[str, list[str]], client_id: str = CLIENT_ID
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "kvinject.io/v1alpha1",
+        "kind": "SecretAccessPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "identity": {"clientId": client_id, "tenantId": TENANT_ID},
+            "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
+            "allow": [{"vault": v, "objects": o} for v, o in allow.items()],
+        },
+    }
+
+
+def federated_namespace(cp: ControlPlane, prefix: str, allow: dict[str, list[str]]) -> str:
+    """A new namespace whose ServiceAccount `api` carries the test identity, granted `allow` by a policy."""
+    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
+    cp.kubectl("create", "namespace", ns)
+    account = {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": "api",
+            "namespace": ns,
+            "annotations": {
+                "azure.workload.identity/client-id": CLIENT_ID,
+                "azure.workload.identity/tenant-id": TENANT_ID,
+            },
+        },
+    }
+    apply_docs(cp, [account, access_policy(f"{prefix}-{ns}", [(ns, "api")], allow)])
+    return ns
