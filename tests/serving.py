@@ -53,7 +53,8 @@ class ServeProcess:
     def ca_bundle(self) -> str:
         return base64.b64encode(self.issued.ca_file.read_bytes()).decode()
 
-    def start(self, timeout: float = 30.0) -> Self:
+    def start(self, timeout: float = 60.0, probe: str = "/readyz") -> Self:
+        """Start and wait until `probe` answers 200 (a hang guard, not a speed check: keep it generous)."""
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             [
@@ -76,7 +77,7 @@ class ServeProcess:
             env=self.env,
         )
         log.close()
-        self.wait_ready(timeout)
+        self.wait_ready(timeout, probe)
         return self
 
     def trust(self) -> ssl.SSLContext:
@@ -85,19 +86,19 @@ class ServeProcess:
     def get(self, path: str) -> httpx.Response:
         return httpx.get(self.url + path, verify=self.trust(), timeout=2)
 
-    def wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float, probe: str = "/readyz") -> None:
         deadline = time.monotonic() + timeout
         while True:
             assert self.proc is not None
             if self.proc.poll() is not None:
                 raise RuntimeError(f"kvinject exited with {self.proc.returncode}:\n{tail(self.log_path)}")
             try:
-                if self.get("/readyz").status_code == 200:
+                if self.get(probe).status_code == 200:
                     return
             except httpx.TransportError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"kvinject not ready after {timeout}s:\n{tail(self.log_path)}")
+                raise RuntimeError(f"kvinject {probe} not 200 after {timeout}s:\n{tail(self.log_path)}")
             time.sleep(0.1)
 
     def stop(self) -> None:

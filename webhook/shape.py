@@ -53,34 +53,64 @@ _NAMES = {str: "a string", int: "an integer", list: "a list", dict: "an object"}
 def problems(value: Any, schema: Schema = POD, path: str = "object", limit: int = 5) -> list[str]:
     """Up to `limit` fields whose type is not what kvinject reads them as."""
     found: list[str] = []
-    _walk(value, schema, path, found, limit)
+    _walk(value, schema, [path], found, limit)
     return found
 
 
-def _walk(value: Any, schema: Schema, path: str, found: list[str], limit: int) -> None:
+def _name(trail: list[Any]) -> str:
+    parts = [trail[0]]
+    for part in trail[1:]:
+        parts.append(
+            f"[{part}]" if isinstance(part, int) else f"[{part[1]!r}]" if isinstance(part, tuple) else f".{part}"
+        )
+    return "".join(parts)
+
+
+# `trail` holds the raw parts of the path (an index, a field, ("*", map key)), formatted only when a
+# problem is found: a walk over 100,000 nodes must not format 100,000 path strings.
+def _walk(value: Any, schema: Schema, trail: list[Any], found: list[str], limit: int) -> None:
     if value is None or len(found) >= limit:
         return
     if isinstance(schema, list):
         if not isinstance(value, list):
-            found.append(f"{path} must be a list")
+            found.append(f"{_name(trail)} must be a list")
             return
+        item_schema = schema[0]
+        leaf = isinstance(item_schema, type) and item_schema is not int
         for i, item in enumerate(value):
             if item is None:  # null is "absent" for a field, but a list item cannot be absent
-                found.append(f"{path}[{i}] must not be null")
+                found.append(f"{_name(trail)}[{i}] must not be null")
+            elif leaf and isinstance(item, item_schema):
                 continue
-            _walk(item, schema[0], f"{path}[{i}]", found, limit)
+            else:
+                trail.append(i)
+                _walk(item, item_schema, trail, found, limit)
+                trail.pop()
+            if len(found) >= limit:
+                return
     elif isinstance(schema, dict):
         if not isinstance(value, dict):
-            found.append(f"{path} must be an object")
+            found.append(f"{_name(trail)} must be an object")
             return
         if "*" in schema:
+            item_schema = schema["*"]
             for key, item in value.items():
-                _walk(item, schema["*"], f"{path}[{key!r}]", found, limit)
+                if item is None or (item_schema is str and isinstance(item, str)):
+                    continue
+                trail.append(("*", key))
+                _walk(item, item_schema, trail, found, limit)
+                trail.pop()
         for key, sub in schema.items():
-            if key != "*" and key in value:
-                _walk(value[key], sub, f"{path}.{key}", found, limit)
+            if key == "*":
+                continue
+            item = value.get(key)
+            if item is None or (sub is str and isinstance(item, str)):  # the common leaf, without a call
+                continue
+            trail.append(key)
+            _walk(item, sub, trail, found, limit)
+            trail.pop()
     elif schema is int:
         if not isinstance(value, int) or isinstance(value, bool):
-            found.append(f"{path} must be an integer")
+            found.append(f"{_name(trail)} must be an integer")
     elif not isinstance(value, schema):
-        found.append(f"{path} must be {_NAMES.get(schema, schema.__name__)}")
+        found.append(f"{_name(trail)} must be {_NAMES.get(schema, schema.__name__)}")

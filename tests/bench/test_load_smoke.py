@@ -1,7 +1,8 @@
 """The load harness (bench/load.py) still runs end to end, tiny: it cannot rot between full runs.
 
 Two rates (200 and 500 requests/s) of one second per server and pod size, inside a loopback-only
-network namespace (the peer webhook binds every interface). Needs the e2e binaries
+network namespace. It asserts that the harness runs and reports well-formed figures, never how fast anything
+is: limits live in `make bench` and bench/RESULTS.md (the peer webhook binds every interface). Needs the e2e binaries
 (tests/e2e/build_binaries.sh) and vegeta (bench/build_tools.sh): skipped without them locally,
 failed under CI (CI=true), like the e2e tier.
 """
@@ -68,7 +69,8 @@ def test_load_harness_smoke(tmp_path: Path) -> None:
     for server in ("kvinject", "peer"):
         for size in SIZES:
             (low,) = [s for s in steps if s["server"] == server and s["size"] == size and s["rate"] == 200]
-            assert low["requests"] >= 100, low
+            # How many requests a second completes depends on the machine: only their well-formedness is checked.
+            assert low["requests"] > 0, low
             assert low["errors"] == 0 and low["successes"] == low["requests"], low
             assert 0 < low["p50_ms"] <= low["p99_ms"] <= low["max_ms"], low
             assert low["server_cpu_pct"] > 0 and low["server_rss_mib"] > 0, low

@@ -26,6 +26,7 @@ from tests.e2e.webhook_harness import (
     apply_docs,
     rendered_manifests,
     service_account_kubeconfig,
+    wait_for_kvinject_webhooks,
     webhook_configuration,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
@@ -130,7 +131,7 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
     ]
     control_plane.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
-    time.sleep(1)  # the apiserver's webhook informer picks the configuration up asynchronously
+    wait_for_kvinject_webhooks(control_plane, server)
     yield server
     for config in configs:
         control_plane.kubectl("delete", config["kind"].lower(), config["metadata"]["name"], check=False)

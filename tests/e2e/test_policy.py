@@ -21,14 +21,17 @@ from fastapi import FastAPI, Request
 from tests.e2e.conftest import E2E_VAULTS
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import (
+    HANG_GUARD,
     K,
     KvinjectServer,
     access_policy,
     apply_docs,
     create,
+    dry_run,
     get_json,
     pod_manifest,
     wait_for,
+    wait_for_webhook_gone,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook import certs
@@ -201,7 +204,7 @@ class Swapper:
     def __enter__(self) -> Swapper:
         self.thread.start()
         ctx = ssl.create_default_context(cafile=str(self.issued.ca_file))
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + HANG_GUARD
         while not self.server.started:
             assert time.monotonic() < deadline
             time.sleep(0.05)
@@ -243,9 +246,22 @@ def swapper(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iter
     with Swapper(tmp_path, "swapped") as hook:
         name = f"zz-swapper-{uuid.uuid4().hex[:6]}"  # after "kvinject": it changes our output
         control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(hook.configuration(name)))
-        time.sleep(1)
-        yield
-        control_plane.kubectl("delete", "mutatingwebhookconfiguration", name)
+        # A probe the swapper alone acts on (not opted in to kvinject): its answer shows the configuration is live.
+        probe = pod_manifest(namespace, {})
+        probe["metadata"]["labels"] = {"e2e.kvinject.io/swap": "true"}
+
+        def swapped(pod: dict[str, Any]) -> bool:
+            return bool(pod["spec"].get("serviceAccountName") == "swapped")
+
+        wait_for(
+            lambda: (r := dry_run(control_plane, probe)).returncode == 0 and swapped(json.loads(r.stdout)),
+            "the swapper's configuration in effect",
+        )
+        try:
+            yield
+        finally:
+            control_plane.kubectl("delete", "mutatingwebhookconfiguration", name)
+            wait_for_webhook_gone(control_plane, probe, swapped)
 
 
 def test_later_webhook_swapping_the_service_account_is_denied(

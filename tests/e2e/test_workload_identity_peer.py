@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import ssl
 import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,15 @@ import pytest
 import yaml
 
 from tests.e2e.controlplane import Binaries, ControlPlane, free_port, tail
-from tests.e2e.webhook_harness import K, KvinjectServer, create, pod_manifest
+from tests.e2e.webhook_harness import (
+    K,
+    KvinjectServer,
+    create,
+    dry_run,
+    pod_manifest,
+    wait_for,
+    wait_for_webhook_gone,
+)
 from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook import certs
 
@@ -106,14 +116,33 @@ def peer_configuration(name: str, ca_bundle: str) -> dict[str, Any]:
     }
 
 
+def _peer_injected(pod: dict[str, Any]) -> bool:
+    return any(e.get("name") == "AZURE_CLIENT_ID" for c in pod["spec"]["containers"] for e in c.get("env", []))
+
+
+@contextmanager
+def peer_installed(cp: ControlPlane, namespace: str, config_name: str, ca_bundle: str) -> Iterator[None]:
+    """The peer's configuration, in effect (probed with dry runs) until the block ends, then gone again."""
+    probe = pod_manifest(namespace, {})
+    probe["metadata"]["labels"] = {"azure.workload.identity/use": "true"}
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, ca_bundle)))
+    try:
+        wait_for(
+            lambda: (r := dry_run(cp, probe)).returncode == 0 and _peer_injected(json.loads(r.stdout)),
+            f"the peer's configuration {config_name} in effect",
+        )
+        yield
+    finally:
+        cp.kubectl("delete", "mutatingwebhookconfiguration", config_name)
+        wait_for_webhook_gone(cp, probe, _peer_injected)
+
+
 # The apiserver calls mutating configurations sorted by name: "a-…" before "kvinject", "z-…" after.
 @pytest.mark.parametrize("config_name", ["a-azure-wi-webhook", "z-azure-wi-webhook"], ids=["peer-first", "peer-last"])
 def test_both_injections_without_duplicates(
     control_plane: ControlPlane, namespace: str, azwi: str, config_name: str
 ) -> None:
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, azwi)))
-    time.sleep(1)
-    try:
+    with peer_installed(control_plane, namespace, config_name, azwi):
         pod = pod_manifest(
             namespace,
             {K + "secret-db": "peer-kv/db", K + "env-DB": "db"},
@@ -121,8 +150,6 @@ def test_both_injections_without_duplicates(
         )
         pod["metadata"]["labels"]["azure.workload.identity/use"] = "true"
         stored = create(control_plane, pod)
-    finally:
-        control_plane.kubectl("delete", "mutatingwebhookconfiguration", config_name)
 
     spec = stored["spec"]
     volume_names = Counter(v["name"] for v in spec["volumes"])
@@ -154,14 +181,10 @@ def test_both_injections_without_duplicates(
 
 @pytest.mark.parametrize("config_name", ["a-azure-wi-webhook", "z-azure-wi-webhook"], ids=["peer-first", "peer-last"])
 def test_init_mode_beside_the_peer(control_plane: ControlPlane, namespace: str, azwi: str, config_name: str) -> None:
-    control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, azwi)))
-    time.sleep(1)
-    try:
+    with peer_installed(control_plane, namespace, config_name, azwi):
         pod = pod_manifest(namespace, {K + "mode": "init", K + "secret-db": "peer-kv/db"})
         pod["metadata"]["labels"]["azure.workload.identity/use"] = "true"
         stored = create(control_plane, pod)
-    finally:
-        control_plane.kubectl("delete", "mutatingwebhookconfiguration", config_name)
     spec = stored["spec"]
     assert all(n == 1 for n in Counter(v["name"] for v in spec["volumes"]).values())
     (fetch,) = [c for c in spec["initContainers"] if c["name"] == "kvinject-fetch"]

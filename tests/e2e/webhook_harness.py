@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import time
 import uuid
 from collections.abc import Callable
@@ -78,7 +80,10 @@ def get_json(cp: ControlPlane, *args: str) -> Any:
     return yaml.safe_load(cp.kubectl("get", *args, "-o", "json").stdout)
 
 
-def wait_for(fetch: Callable[[], Any], what: str, timeout: float = 30.0) -> Any:
+HANG_GUARD = 120.0  # how long a wait may last before the test fails: a guard against hangs, not a speed check
+
+
+def wait_for(fetch: Callable[[], Any], what: str, timeout: float = HANG_GUARD) -> Any:
     deadline = time.monotonic() + timeout
     while True:
         value = fetch()
@@ -146,3 +151,68 @@ def federated_namespace(cp: ControlPlane, prefix: str, allow: dict[str, list[str
     }
     apply_docs(cp, [account, access_policy(f"{prefix}-{ns}", [(ns, "api")], allow)])
     return ns
+
+
+def dry_run(cp: ControlPlane, doc: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+    return cp.kubectl("create", "--dry-run=server", "-o", "json", "-f", "-", input=yaml.safe_dump(doc), check=False)
+
+
+def wait_for_admission(
+    cp: ControlPlane, doc: dict[str, Any], seen: Callable[[subprocess.CompletedProcess[str]], bool], what: str
+) -> None:
+    """The apiserver picks webhook configurations up asynchronously (an informer): instead of sleeping, dry-run
+    `doc` until the answer shows the change took effect (or no longer does)."""
+    wait_for(lambda: seen(dry_run(cp, doc)), what)
+
+
+KVINJECT_PROBE_NAMESPACE = "default"
+
+
+def _mutate_probe() -> dict[str, Any]:
+    return pod_manifest(KVINJECT_PROBE_NAMESPACE, {K + "secret-probe": "!"})
+
+
+def _validate_probe() -> dict[str, Any]:
+    pod = pod_manifest(KVINJECT_PROBE_NAMESPACE, {})
+    del pod["metadata"]["labels"]
+    pod["spec"]["volumes"] = [
+        {
+            "name": "probe",
+            "csi": {
+                "driver": "secrets-store.csi.k8s.io",
+                "readOnly": True,
+                "volumeAttributes": {"secretProviderClass": "kvinject-webhook-probe-absent"},
+            },
+        }
+    ]
+    return pod
+
+
+def answered(server: ServeProcess, endpoint: str) -> float:
+    """How many admissions `server` has answered on `endpoint` (mutate or validate), from its own metrics."""
+    prefix = f'kvinject_admissions_total{{endpoint="{endpoint}"'
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in server.get("/metrics").text.splitlines() if line.startswith(prefix)
+    )
+
+
+def wait_for_kvinject_webhooks(cp: ControlPlane, server: ServeProcess) -> None:
+    """Until the apiserver sends both webhooks' requests to `server` (after a configuration change)."""
+    for endpoint, probe in (("mutate", _mutate_probe()), ("validate", _validate_probe())):
+
+        def reached(endpoint: str = endpoint, probe: dict[str, Any] = probe) -> bool:
+            before = answered(server, endpoint)
+            dry_run(cp, probe)
+            return answered(server, endpoint) > before
+
+        wait_for(reached, f"the apiserver calling {server.url}/{endpoint}")
+
+
+def wait_for_webhook_gone(cp: ControlPlane, probe: dict[str, Any], injected: Callable[[dict[str, Any]], bool]) -> None:
+    """Until a deleted mutating webhook no longer changes `probe` (its `injected` test fails on the dry run)."""
+
+    def gone() -> bool:
+        result = dry_run(cp, probe)
+        return result.returncode == 0 and not injected(json.loads(result.stdout))
+
+    wait_for(gone, "a deleted webhook configuration to stop taking effect")

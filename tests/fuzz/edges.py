@@ -18,6 +18,7 @@ from tests.fuzz.strategies import Case, Deep, bulk_annotations, bulk_containers,
 from tests.helpers import admission_review, controller_pod
 from webhook import contract
 from webhook.app import MAX_BODY
+from webhook.review import MAX_CONTAINERS, MAX_SEPARATORS, work
 
 KIND = "edge"
 CONTENT_TYPES: tuple[bytes | None, ...] = (
@@ -70,6 +71,21 @@ def filled_to(size: int, unit: bytes) -> bytes:
     return head + unit * count + b"0]}}"
 
 
+BUDGET_UNITS = (b"{},", b"[],", b'{"a":[]},', b'"",', b'"a",', b"1.5,", b"null,")
+
+
+def at_budget(unit: bytes, extra: int = 0) -> bytes:
+    """A plain pod's review filled with `unit` up to the parse budget exactly (plus `extra` units)."""
+    base = filled_to(0, unit)
+    containers, separators = work(base)
+    unit_containers, unit_separators = work(unit)
+    room = [MAX_SEPARATORS - separators]
+    if unit_containers:
+        room.append((MAX_CONTAINERS - containers) // unit_containers)
+    count = min(room) // max(unit_separators, 1) + extra
+    return filled_to(len(base) + count * len(unit), unit)
+
+
 def _edge(endpoint: str, label: str, raw: bytes, **kwargs: Any) -> Input:
     return Input(KIND, endpoint, raw, label=label, **kwargs)
 
@@ -98,8 +114,11 @@ def _limits(endpoint: str) -> Iterator[Input]:
     yield _edge(endpoint, "one byte over, declared small", at_limit + b" ", content_length=b"10")
     yield _edge(endpoint, "declares 8 GiB", b"{}", content_length=str(MAX_BODY * 1000).encode())
     yield _edge(endpoint, "32 MiB streamed", b" " * (4 * MAX_BODY), content_length=b"", chunk=MAX_BODY)
-    for unit in (b"{},", b"[],", b'{"a":[]},', b'"",', b"1.5,", b"null,"):  # the most objects per byte
-        yield _edge(endpoint, f"8 MiB of {unit!r}", filled_to(MAX_BODY, unit))
+    for unit in BUDGET_UNITS:  # the most objects per byte: refused by the parse budget before parsing
+        yield _edge(endpoint, f"4 MiB of {unit!r}", filled_to(MAX_BODY, unit))
+    for unit in BUDGET_UNITS:  # the costliest bodies that are still parsed, and one unit more
+        yield _edge(endpoint, f"budget of {unit!r}", at_budget(unit))
+        yield _edge(endpoint, f"budget of {unit!r} + 1", at_budget(unit, 1))
 
 
 def _depth(endpoint: str) -> Iterator[Input]:
@@ -122,10 +141,10 @@ def _complexity(endpoint: str) -> Iterator[Input]:
     yield _edge(endpoint, "20 containers x 1500 env x 1500 env annotations", body(review(pod)))
     # thousands of containers, all named in kvinject.io/containers, each with volume mounts
     mounts = [{"name": f"v{i}", "mountPath": f"/m{i}"} for i in range(20)]
-    many = bulk_containers({"name": "x", "image": "i", "volumeMounts": mounts}, 5000, 0)
+    many = bulk_containers({"name": "x", "image": "i", "volumeMounts": mounts}, 4000, 0)  # within the parse budget
     names = {contract.CONTAINERS: ",".join(c["name"] for c in many), contract.SECRET_PREFIX + "db": "db-password"}
     yield _edge(
-        endpoint, "5000 named containers x 20 mounts", body(review(controller_pod(annotations=names, containers=many)))
+        endpoint, "4000 named containers x 20 mounts", body(review(controller_pod(annotations=names, containers=many)))
     )
     pod = controller_pod(
         initContainers=bulk_containers({"name": "x", "image": "i"}, 3000, 0),

@@ -12,9 +12,12 @@ with the cluster of the golden tests. For every input:
   base64 JSONPatch that applies cleanly to request.object;
 - re-admitting the patched pod (mutate) is allowed with no patch: kvinject's output is a fixed point; and
   validating it (what the apiserver does next) finds no tampering;
-- CPU time and peak memory per request stay under bounds that grow linearly with the body (wall time is
-  reported, but on a shared machine it measures the neighbours too); memory is the rise of the process' peak
-  RSS above its RSS before the request (Linux: VmHWM, reset before each request through /proc/self/clear_refs).
+- a body over the parse budget (review.MAX_CONTAINERS, MAX_SEPARATORS: counted on the bytes, so independent
+  of the machine) is a 400 before anything is parsed;
+- peak memory per request stays under a bound that grows linearly with the body (the rise of the process' peak
+  RSS above its RSS before the request; Linux: VmHWM, reset before each request through /proc/self/clear_refs).
+- CPU and wall time are measured and reported. Only `make fuzz` (run_fuzz.py) bounds CPU time, as a ratio to a
+  normal request of the same size measured in the same run (`Calibration`); tests never do.
 
 Objects kvinject creates (generated SecretProviderClasses) are removed after each input, so every input sees
 the same cluster and every failure reproduces on its own.
@@ -41,7 +44,8 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from tests.helpers import golden_cluster
+from tests.helpers import admission_review, controller_pod, golden_cluster
+from webhook import review
 from webhook.app import MAX_BODY, create_app
 from webhook.review import API_VERSION, KIND
 from webhook.settings import Settings
@@ -51,9 +55,6 @@ JSON = b"application/json"
 OK_STATUSES = frozenset({200, 400, 413})
 INTERNAL_ERROR = "kvinject internal error"
 TAMPERED = "was changed after kvinject injected it"
-# Per-request bounds: time may grow linearly with the body (parsing), by 1/8 s per MiB: 2 s at the 8 MiB limit.
-TIME_BOUND = float(os.environ.get("KVINJECT_FUZZ_TIME_BOUND", "1.0"))
-TIME_PER_MIB = TIME_BOUND / 8
 MEMORY_BASE = 64 * 1024 * 1024
 MEMORY_PER_BODY_BYTE = 48  # a body of empty JSON objects becomes about 40 times its size in Python objects
 _STATUS = Path("/proc/self/status")
@@ -86,8 +87,26 @@ def memory_bound(body_size: int) -> int:
     return MEMORY_BASE + MEMORY_PER_BODY_BYTE * body_size
 
 
-def time_bound(body_size: int, base: float = TIME_BOUND) -> float:
-    return base + base / 8 * body_size / 2**20
+def over_budget(body: bytes) -> bool:
+    """The body is refused before parsing: more containers or separators than one request may cost."""
+    containers, separators = review.work(body)
+    return containers > review.MAX_CONTAINERS or separators > review.MAX_SEPARATORS
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """CPU seconds of a normal request, small and at the body limit, measured on this machine in this run.
+
+    Any input may cost `ratio` times the normal request at the limit: the parse budget, not the body's size,
+    is what bounds the work, so the worst accepted body is compared with the largest normal one.
+    """
+
+    small: float
+    full: float
+    ratio: float
+
+    def limit(self) -> float:
+        return self.ratio * self.full
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +156,9 @@ class Stats:
     max_seconds_at: str = ""
     max_cpu: float = 0.0
     max_cpu_at: str = ""
+    calibration: Calibration | None = None
+    max_ratio: float = 0.0  # CPU of an input over a normal request at the body limit (with a calibration)
+    max_ratio_at: str = ""
     max_peak: int = 0
     max_peak_at: str = ""
     max_rss: int = 0  # the process' peak RSS over the run
@@ -155,6 +177,15 @@ class Stats:
             f"failures: {self.failures} ({len(self.signatures)} distinct)",
             f"max wall time per request: {self.max_seconds * 1000:.1f} ms ({self.max_seconds_at})",
             f"max CPU time per request: {self.max_cpu * 1000:.1f} ms ({self.max_cpu_at})",
+        ]
+        if self.calibration is not None:
+            c = self.calibration
+            lines += [
+                f"normal request (calibration): {c.small * 1000:.2f} ms of CPU small, {c.full * 1000:.2f} ms at the"
+                f" {MAX_BODY}-byte limit; bound {c.ratio:g}x",
+                f"worst CPU cost over a normal request at the limit: {self.max_ratio:.1f}x ({self.max_ratio_at})",
+            ]
+        lines += [
             f"max memory per request (peak RSS rise): {self.max_peak / 2**20:.1f} MiB ({self.max_peak_at})",
             f"RSS of the process: {self.rss_start / 2**20:.1f} MiB at the start, {_memory()[0] / 2**20:.1f} MiB now,"
             f" {self.max_rss / 2**20:.1f} MiB at the peak",
@@ -224,6 +255,16 @@ def exception_site(exc: BaseException) -> str:
     return f"{type(exc).__name__} at {site}"
 
 
+def normal_body(size: int = 0) -> bytes:
+    """A controller's pod that kvinject patches, its body grown to `size` bytes by an ordinary annotation."""
+    pod = controller_pod()
+    raw = orjson.dumps(admission_review(pod, uid="normal"))
+    if size > len(raw):
+        pod["metadata"]["annotations"]["example.com/config"] = "x" * (size - len(raw) - len(',"example.com/config":""'))
+        raw = orjson.dumps(admission_review(pod, uid="normal"))
+    return raw
+
+
 def parse_review(body: bytes) -> tuple[str | None, dict[str, Any] | None]:
     """The uid and document of a parseable AdmissionReview v1, else (None, None)."""
     try:
@@ -254,12 +295,12 @@ def _json_accepted(inp: Input) -> bool:
 class Harness:
     """One app on the golden cluster, one event loop; `run()` one input, failures collected in `stats`."""
 
-    def __init__(self, measure_memory: bool = True, fixpoint: bool = True, time_bound: float = TIME_BOUND) -> None:
+    def __init__(self, measure_memory: bool = True, fixpoint: bool = True, cpu_ratio: float | None = None) -> None:
         self.cluster = golden_cluster()
         self.app = create_app(Settings(live_verify=False), self.cluster)
         self.measure_memory = measure_memory and _reset_peak()
         self.fixpoint = fixpoint
-        self.time_bound = time_bound
+        self.cpu_ratio = cpu_ratio
         self.stats = Stats()
         self._runner = asyncio.Runner()
         self._errors = _Collect()
@@ -269,7 +310,21 @@ class Harness:
         self.stats.rss_start = _memory()[0]
         for logger in self._loggers:
             logger.addFilter(self._errors)
+        if self.cpu_ratio is not None:
+            self.stats.calibration = self.calibrate(self.cpu_ratio)
         return self
+
+    def calibrate(self, ratio: float, repeat: int = 15) -> Calibration:
+        """The median CPU time of a normal allowed-and-patched request, small and padded to the body limit."""
+        small = normal_body()
+        full = normal_body(MAX_BODY)
+
+        def median(raw: bytes) -> float:
+            times = sorted(self.send(Input("calibration", "/mutate", raw)).cpu for _ in range(repeat))
+            self._forget_created()
+            return times[repeat // 2]
+
+        return Calibration(median(small), median(full), ratio)
 
     def __exit__(self, *_: object) -> None:
         for logger in self._loggers:
@@ -370,9 +425,16 @@ class Harness:
         if reply.peak > stats.max_peak:
             stats.max_peak, stats.max_peak_at = reply.peak, where
         problems = []
-        bound = time_bound(len(inp.body), self.time_bound)
-        if reply.cpu > bound:
-            problems.append(f"slow: {reply.cpu:.3f} s of CPU for {where} (bound {bound:.2f} s)")
+        calibration = stats.calibration
+        if calibration is not None:
+            ratio = reply.cpu / calibration.full
+            if ratio > stats.max_ratio:
+                stats.max_ratio, stats.max_ratio_at = ratio, where
+            if ratio > calibration.ratio:
+                problems.append(
+                    f"slow: {reply.cpu * 1000:.1f} ms of CPU for {where}, {ratio:.1f}x a normal request at the"
+                    f" body limit (bound {calibration.ratio:g}x)"
+                )
         if reply.peak > memory_bound(len(inp.body)):
             problems.append(f"memory: peak RSS rose {reply.peak} bytes for {where}")
         return problems
@@ -410,7 +472,7 @@ class Harness:
                 problems.append(f"413 for a {len(inp.body)}-byte body within the limit")
             if reply.status == 400 and json_ok and too_big:
                 problems.append(f"400 instead of 413 for a {len(inp.body)}-byte body")
-            if reply.status == 400 and json_ok and not too_big:
+            if reply.status == 400 and json_ok and not too_big and not over_budget(inp.body):
                 uid, _ = parse_review(inp.body)
                 if uid is not None:
                     problems.append(f"400 for a parseable AdmissionReview with uid {uid!r}")
@@ -419,6 +481,8 @@ class Harness:
             return []
         if too_big:
             return [f"{reply.status} for a {len(inp.body)}-byte body over the {MAX_BODY}-byte limit"]
+        if over_budget(inp.body):
+            return [f"{reply.status} for a body over the parse budget {review.work(inp.body)}"]
         if not json_ok:
             return [f"200 for Content-Type {inp.content_type!r}"]
         uid, doc = parse_review(inp.body)
@@ -446,7 +510,7 @@ class Harness:
             body = orjson.dumps(doc)
         except orjson.JSONEncodeError:  # nested deeper than orjson writes (254): nothing to re-admit
             return []
-        if len(body) > MAX_BODY:
+        if len(body) > MAX_BODY or over_budget(body):
             return []
         self.stats.fixpoints += 1
         problems: list[str] = []

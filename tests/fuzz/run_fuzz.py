@@ -5,6 +5,9 @@ Runs the hand-made edge inputs and the retention probe, then alternates rounds o
 hypothesis' memory stays bounded) and byte-mutated golden fixtures (alternating endpoints), until at least
 `--inputs` inputs ran. Prints the figures; on failure writes one reproducer per distinct failure to `--out`
 and exits 1. `--replay FILE.json` sends one reproducer again.
+
+CPU time is bounded here, never in tests: each input may cost at most `--cpu-ratio` times a normal request at
+the body limit, both measured in this run (see `Calibration`); the worst ratio is reported.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.fuzz.mutate import ByteMutator  # noqa: E402
 from tests.fuzz.strategies import Case, admission_reviews, encode  # noqa: E402
 
 ROUND = 1000  # inputs per round of each kind
+CPU_RATIO = 20.0  # the costliest accepted body against a normal pod at the body limit
 
 
 def structured_round(harness: Harness, round_seed: int, examples: int) -> None:
@@ -59,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--inputs", type=int, default=100_000, help="run at least this many inputs")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--structured-share", type=float, default=0.5, help="share of structured inputs")
+    parser.add_argument(
+        "--cpu-ratio", type=float, default=CPU_RATIO, help="CPU bound per input, as a multiple of a normal request"
+    )
+    parser.add_argument("--edges-only", action="store_true", help="run the edge inputs and the retention probe only")
     parser.add_argument("--out", type=Path, default=None, help="directory for reproducers (default: a temp dir)")
     parser.add_argument("--replay", type=Path, default=None, help="send one reproducer (its .json) again")
     args = parser.parse_args(argv)
@@ -69,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1 if problems else 0
 
     started = time.perf_counter()
-    with Harness() as harness:
+    with Harness(cpu_ratio=args.cpu_ratio) as harness:
         stats = harness.stats
         for inp in edge_inputs():
             harness.run(inp)
@@ -78,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         structured_per_round = max(2, round(2 * ROUND * args.structured_share))
         bytes_per_round = max(1, 2 * ROUND - structured_per_round)
         round_index = harness_errors = 0
-        while sum(stats.inputs.values()) < args.inputs:
+        while not args.edges_only and sum(stats.inputs.values()) < args.inputs:
             left = args.inputs - sum(stats.inputs.values())
             round_seed = args.seed * 1_000_003 + round_index
             try:

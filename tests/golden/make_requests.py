@@ -98,34 +98,69 @@ def requests() -> dict[str, dict[str, Any]]:
             controller_pod(annotations={K + "provider-class": "nope"}), uid="uid-pc-missing"
         ),
         "deny-no-object": admission_review(None, uid="uid-no-object"),
-        "init-mode-two-vaults": admission_review(controller_pod(
-            annotations={K + "mode": "init", K + "secret-db-password": "db-password",
-                         K + "secret-legacy": "shared-kv/legacy-token", K + "secret-tls.pem": "cert:api-tls"},
-            containers=[{"name": "app", "image": "api:1"}, {"name": "side", "image": "s:1"}],
-            initContainers=[{"name": "migrate", "image": "api:1"}],
-            volumes=[{"name": "cache", "emptyDir": {}}],
-            securityContext={"fsGroup": 2000, "runAsNonRoot": True}), uid="uid-init"),
-        "init-mode-last-with-init-target": admission_review(controller_pod(
-            annotations={K + "mode": "init", K + "secret-db-password": "db-password", K + "init-first": "false",
-                         K + "containers": "migrate,app"},
-            initContainers=[{"name": "migrate", "image": "api:1"}]), uid="uid-init-last"),
-        "deny-init-mode-env-and-key": admission_review(controller_pod(annotations={
-            K + "mode": "init", K + "secret-db-password": "db-password", K + "env-DB": "db-password",
-            K + "secret-signing": "key:signing-key"}), uid="uid-init-env"),
-        "deny-policy-object-not-allowed": admission_review(controller_pod(annotations={
-            K + "secret-db": "db-password", K + "secret-other": "other-secret", K + "secret-k": "key:api-tls"}),
-            uid="uid-policy-object"),
+        "init-mode-two-vaults": admission_review(
+            controller_pod(
+                annotations={
+                    K + "mode": "init",
+                    K + "secret-db-password": "db-password",
+                    K + "secret-legacy": "shared-kv/legacy-token",
+                    K + "secret-tls.pem": "cert:api-tls",
+                },
+                containers=[{"name": "app", "image": "api:1"}, {"name": "side", "image": "s:1"}],
+                initContainers=[{"name": "migrate", "image": "api:1"}],
+                volumes=[{"name": "cache", "emptyDir": {}}],
+                securityContext={"fsGroup": 2000, "runAsNonRoot": True},
+            ),
+            uid="uid-init",
+        ),
+        "init-mode-last-with-init-target": admission_review(
+            controller_pod(
+                annotations={
+                    K + "mode": "init",
+                    K + "secret-db-password": "db-password",
+                    K + "init-first": "false",
+                    K + "containers": "migrate,app",
+                },
+                initContainers=[{"name": "migrate", "image": "api:1"}],
+            ),
+            uid="uid-init-last",
+        ),
+        "deny-init-mode-env-and-key": admission_review(
+            controller_pod(
+                annotations={
+                    K + "mode": "init",
+                    K + "secret-db-password": "db-password",
+                    K + "env-DB": "db-password",
+                    K + "secret-signing": "key:signing-key",
+                }
+            ),
+            uid="uid-init-env",
+        ),
+        "deny-policy-object-not-allowed": admission_review(
+            controller_pod(
+                annotations={
+                    K + "secret-db": "db-password",
+                    K + "secret-other": "other-secret",
+                    K + "secret-k": "key:api-tls",
+                }
+            ),
+            uid="uid-policy-object",
+        ),
         "deny-policy-not-federated": admission_review(controller_pod(service_account="batch"), uid="uid-not-fed"),
         "deny-policy-no-policy": admission_review(controller_pod(service_account="orphan"), uid="uid-no-policy"),
         "deny-policy-tenant-mismatch": admission_review(controller_pod(service_account="foreign"), uid="uid-tenant"),
-        "deny-provider-class-node-identity": admission_review(controller_pod(annotations={
-            K + "provider-class": "node-identity"}), uid="uid-node-identity"),
-        "policy-glob-allowed": admission_review(controller_pod(annotations={
-            K + "secret-legacy": "shared-kv/legacy-token@0f3c9a"}), uid="uid-glob"),
-        "policy-warn-mode": admission_review(controller_pod(annotations={K + "secret-x": "not-granted"}),
-                                             namespace="sandbox", uid="uid-warn"),
-        "policy-audit-mode": admission_review(controller_pod(annotations={K + "secret-x": "not-granted"}),
-                                              namespace="observed", uid="uid-audit"),
+        "deny-provider-class-node-identity": admission_review(
+            controller_pod(annotations={K + "provider-class": "node-identity"}), uid="uid-node-identity"
+        ),
+        "policy-glob-allowed": admission_review(
+            controller_pod(annotations={K + "secret-legacy": "shared-kv/legacy-token@0f3c9a"}), uid="uid-glob"
+        ),
+        "policy-warn-mode": admission_review(
+            controller_pod(annotations={K + "secret-x": "not-granted"}), namespace="sandbox", uid="uid-warn"
+        ),
+        "policy-audit-mode": admission_review(
+            controller_pod(annotations={K + "secret-x": "not-granted"}), namespace="observed", uid="uid-audit"
+        ),
     }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import gc
 
 import orjson
 import pytest
@@ -67,3 +68,49 @@ def test_response_shapes() -> None:
 
     denied = review.denied("u3", "no", 400)["response"]
     assert denied == {"uid": "u3", "allowed": False, "status": {"code": 400, "message": "no", "reason": "BadRequest"}}
+
+
+def _filled(unit: bytes, count: int) -> bytes:
+    head = orjson.dumps(admission_review(controller_pod(), uid="u"))[:-2] + b',"filler":['
+    return head + unit * count + b"0]}}"
+
+
+def _units_to_budget(unit: bytes) -> int:
+    """How many `unit`s a plain review can carry and stay exactly at the parse budget."""
+    containers, separators = review.work(_filled(unit, 0))
+    unit_containers, _ = review.work(unit)
+    room = [review.MAX_SEPARATORS - separators]
+    if unit_containers:
+        room.append((review.MAX_CONTAINERS - containers) // unit_containers)
+    return min(room)
+
+
+@pytest.mark.parametrize(
+    ("unit", "message"),
+    [
+        pytest.param(b"[],", "more than 100000 JSON objects and arrays", id="empty-lists"),
+        pytest.param(b'{"a":[]},', "more than 100000 JSON objects and arrays", id="objects-of-lists"),
+        pytest.param(b'"a",', "more than 250000 JSON values", id="strings"),
+        pytest.param(b"null,", "more than 250000 JSON values", id="nulls"),
+    ],
+)
+def test_parse_budget_is_counted_on_the_bytes_before_parsing(unit: bytes, message: str) -> None:
+    count = _units_to_budget(unit)
+    at_budget = review.parse(_filled(unit, count))
+    assert at_budget.uid == "u" and len(at_budget.raw["filler"]) == count + 1
+    with pytest.raises(review.MalformedReview, match=message):
+        review.parse(_filled(unit, count + 1))
+
+
+def test_parse_leaves_the_collector_as_it_found_it() -> None:
+    assert gc.isenabled()
+    review.parse(_filled(b"[],", 10))
+    with pytest.raises(review.MalformedReview):
+        review.parse(b"{")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        review.parse(_filled(b"[],", 10))
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

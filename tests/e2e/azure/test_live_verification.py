@@ -36,6 +36,7 @@ from tests.e2e.webhook_harness import (
     pod_manifest,
     rendered_manifests,
     wait_for,
+    wait_for_kvinject_webhooks,
     webhook_configuration,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
@@ -51,7 +52,8 @@ def point_webhooks_at(cp: ControlPlane, server: KvinjectServer) -> None:
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
     ]
     cp.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
-    time.sleep(1)  # the apiserver's webhook informer
+    # The configuration already pointed at another server: wait until this one answers the probes.
+    wait_for_kvinject_webhooks(cp, server)
 
 
 @pytest.fixture
@@ -176,12 +178,12 @@ def test_azure_hanging_is_bounded_by_the_budget(live: Live, black_hole: str, fai
     live.start(
         KVINJECT_VAULT_URLS=json.dumps({VAULT: black_hole}), KVINJECT_LIVE_FAIL_OPEN="true" if fail_open else "false"
     )
-    started = time.monotonic()
     result = live.cp.kubectl(
         "create", "-o", "json", "-f", "-", check=False, input=yaml.safe_dump(live.pod(f"{VAULT}/db-password"))
     )
-    elapsed = time.monotonic() - started
-    assert elapsed < BUDGET + 2.5, elapsed  # the webhook answers; kubectl never waits for the 5 s timeout
+    # Only kvinject's own answer carries these messages: had the budget not bounded the wait, the apiserver's
+    # webhook timeout would have failed the call with its own error instead.
+    assert "failed calling webhook" not in result.stderr, result.stderr
     if fail_open:
         assert result.returncode == 0, result.stderr
         assert "Warning: kvinject could not verify access with Azure and admitted the pod" in result.stderr
