@@ -111,6 +111,10 @@ def example_cluster(*extra: Path) -> FileCluster:
     return FileCluster.from_path(EXAMPLES / "cluster.yaml", *extra)
 
 
+# The golden cluster's namespaces whose enforcement label loosens the server's setting (warn, audit).
+RELAXABLE = frozenset({"sandbox", "observed"})
+
+
 def golden_cluster() -> FileCluster:
     return example_cluster(ROOT / "tests" / "golden" / "cluster-extra.yaml")
 

@@ -27,12 +27,16 @@ class Verdict:
 
 
 class Judge:
-    def __init__(self, default: Enforcement, metrics: Metrics):
+    def __init__(self, default: Enforcement, metrics: Metrics, relaxable: frozenset[str] = frozenset()):
         self.default = default
         self.metrics = metrics
+        self.relaxable = relaxable  # namespaces whose label may loosen enforcement
 
     def mode(self, namespace: Namespace | None) -> tuple[Enforcement, list[str]]:
-        mode, warning = enforcement_for(self.default, namespace.labels if namespace else None)
+        labels = namespace.labels if namespace else None
+        mode, warning = enforcement_for(
+            self.default, labels, namespace is not None and namespace.name in self.relaxable
+        )
         return mode, [warning] if warning else []
 
     def findings(

@@ -15,7 +15,7 @@ from webhook import contract, identity, plan, policy, review, shape, spc, verify
 from webhook.access import Denial, Judge, Verdict
 from webhook.cluster import Cluster, ClusterError
 from webhook.metrics import Metrics
-from webhook.model import Namespace, ServiceAccount
+from webhook.model import Namespace, SecretProviderClass, ServiceAccount
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +57,18 @@ def tampered(pod: dict[str, Any], findings: list[str]) -> str:
     account = identity.service_account_name(pod.get("spec") or {})
     return (
         f"the pod was changed after kvinject injected it (its ServiceAccount is now {account}): {'; '.join(findings)}"
+    )
+
+
+def squatted(stored: SecretProviderClass, generated: dict[str, Any]) -> str:
+    """Why a stored class of a generated name is not kvinject's, or "" when it is exactly what kvinject writes."""
+    fields = spc.differences(stored, generated)
+    if not fields:
+        return ""
+    return (
+        f"SecretProviderClass {stored.namespace}/{stored.name} exists with content kvinject did not write"
+        f" ({', '.join(fields)}); kvinject mounts only the classes it generates: delete it and kvinject"
+        " recreates it at the next admission"
     )
 
 
@@ -125,7 +137,7 @@ class Mutator:
         self.cluster = cluster
         self.lookups = Lookups(settings, cluster)
         metrics = metrics or Metrics()
-        self.judge = Judge(settings.enforcement, metrics)
+        self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
         self.verifier = verify.Verifier(settings, cluster, metrics)
 
     async def mutate(self, request: review.Request) -> Outcome:
@@ -186,11 +198,8 @@ class Mutator:
             if decision.allowed and verify.enabled(self.settings, ns):
                 verdict = await self._verify_live(namespace, sa_name, who, refs, mode, verdict)
 
-        if generated is not None and not request.dry_run:
-            try:
-                await self.cluster.ensure_provider_class(generated)
-            except ClusterError as exc:
-                raise Denial(str(exc), 503, "cluster") from None
+        if generated is not None:
+            await self._ensure_generated(namespace, generated, request.dry_run)
         log.debug(
             "admitted uid=%s namespace=%s %s mode=%s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,
@@ -208,6 +217,21 @@ class Mutator:
             provider_class=generated,
             ops=ops,
         )
+
+    async def _ensure_generated(self, namespace: str, generated: dict[str, Any], dry_run: bool) -> None:
+        """Create the generated class (never on a dry run); one that exists already must be exactly it."""
+        name = generated["metadata"]["name"]
+        if dry_run:
+            stored = await self.lookups.provider_class(namespace, name)
+        else:
+            try:
+                stored = await self.cluster.ensure_provider_class(generated)
+            except ClusterError as exc:
+                raise Denial(str(exc), 503, "cluster") from None
+        if stored is not None:
+            problem = squatted(stored, generated)
+            if problem:
+                raise Denial(problem, 403, "provider-class-tampered")
 
     async def _verify_live(
         self,
@@ -298,11 +322,22 @@ class Mutator:
         return name, env, refs, problems
 
 
+# A denial lists every problem at once, but bounded: kubectl prints it whole, and etcd stores it in events.
+MAX_MESSAGE = 8 * 1024
+
+
+def bounded(message: str, limit: int = MAX_MESSAGE) -> str:
+    if len(message) <= limit:
+        return message
+    return message[: limit - 40] + f" ... ({len(message) - limit + 40} more characters)"
+
+
 def denied_outcome(request: review.Request, denial: Denial, pod: dict[str, Any] | None = None) -> Outcome:
     who = describe(pod) if pod is not None else "request"
-    message = f"kvinject denied {who} in namespace {request.namespace or '?'}: {denial.message}"
+    message = bounded(f"kvinject denied {who[:300]} in namespace {request.namespace[:253] or '?'}: {denial.message}")
     log.info("denied uid=%s namespace=%s %s reason=%s", request.uid, request.namespace, who, denial.reason)
-    return Outcome(review.denied(request.uid, message, denial.code, audit=denial.audit), "denied", denial.reason)
+    audit = {key: bounded(value, 1024) for key, value in denial.audit.items()}
+    return Outcome(review.denied(request.uid, message, denial.code, audit=audit), "denied", denial.reason)
 
 
 def _enumerate(what: str, problems: list[str]) -> str:

@@ -183,20 +183,30 @@ class Cluster(ABC):
     async def _fetch_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None: ...
 
     @abstractmethod
-    async def _create(self, obj: dict[str, Any]) -> None: ...
+    async def _create(self, obj: dict[str, Any]) -> bool:
+        """Create `obj`; False if an object of that name already exists."""
 
     async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
         """A short-lived token for a ServiceAccount (TokenRequest); never logged or stored."""
         raise ClusterError("minting ServiceAccount tokens needs the Kubernetes API (not a --cluster file)")
 
-    async def ensure_provider_class(self, obj: dict[str, Any]) -> bool:
-        """Create a generated SecretProviderClass unless it exists; True if it was created."""
+    async def ensure_provider_class(self, obj: dict[str, Any]) -> SecretProviderClass | None:
+        """Create a generated SecretProviderClass unless one of that name exists.
+
+        Returns the stored class when one already existed (whoever wrote it: the caller compares it with
+        `obj`), None when this call created it.
+        """
         meta = obj["metadata"]
-        if self.provider_classes.get((meta["namespace"], meta["name"])) is not None:
-            return False
-        await self._create(obj)
+        stored = self.provider_classes.get((meta["namespace"], meta["name"]))
+        if stored is not None:
+            return stored
+        if not await self._create(obj):
+            stored = await self._fetch_provider_class(meta["namespace"], meta["name"])
+            if stored is None:
+                raise ClusterError(f"SecretProviderClass {meta['namespace']}/{meta['name']} exists but cannot be read")
+            return stored
         self.apply("ADDED", obj)
-        return True
+        return None
 
     def start(self) -> None:  # noqa: B027 - static sources have nothing to start
         """Start filling (no-op for static sources)."""
@@ -243,8 +253,9 @@ class FileCluster(Cluster):
     async def _fetch_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None:
         return None
 
-    async def _create(self, obj: dict[str, Any]) -> None:
+    async def _create(self, obj: dict[str, Any]) -> bool:
         self.created.append(obj)
+        return True
 
 
 def _expand_lists(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -350,7 +361,7 @@ class KubeCluster(Cluster):
         obj = await self._fetch("SecretProviderClass", path)
         return SecretProviderClass.from_object(obj) if obj else None
 
-    def _post(self, obj: dict[str, Any]) -> None:
+    def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         path = f"/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{meta['namespace']}/secretproviderclasses"
         try:
@@ -365,9 +376,10 @@ class KubeCluster(Cluster):
                 f"could not create SecretProviderClass {meta['namespace']}/{meta['name']}:"
                 f" HTTP {resp.status} {_message(data)}"
             )
+        return bool(resp.status != 409)
 
-    async def _create(self, obj: dict[str, Any]) -> None:
-        await asyncio.to_thread(self._post, obj)
+    async def _create(self, obj: dict[str, Any]) -> bool:
+        return await asyncio.to_thread(self._post, obj)
 
     def _token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"

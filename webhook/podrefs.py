@@ -3,16 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.spc import DRIVER
+
+CLASS_ATTRIBUTE = "secretProviderClass"
 
 
 @dataclass(frozen=True, slots=True)
 class CsiVolume:
     name: str
     provider_class: str  # "" when the volume does not name one
+    # Every attribute, secretProviderClass included: the driver copies them over the class's parameters.
+    attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
+    node_publish_secret: str = ""  # nodePublishSecretRef.name: service-principal credentials for the provider
+
+    @property
+    def overrides(self) -> list[str]:
+        """Attribute names that override the class's parameters (all but secretProviderClass)."""
+        return sorted(k for k in self.attributes if k != CLASS_ATTRIBUTE)
 
 
 def _containers(spec: dict[str, Any]) -> Iterator[dict[str, Any]]:
@@ -27,8 +37,14 @@ def csi_volumes(spec: dict[str, Any]) -> list[CsiVolume]:
     for v in spec.get("volumes") or []:
         csi = v.get("csi") if isinstance(v, dict) else None
         if isinstance(csi, dict) and csi.get("driver") == DRIVER:
-            attrs = csi.get("volumeAttributes") or {}
-            result.append(CsiVolume(str(v.get("name", "")), str(attrs.get("secretProviderClass") or "")))
+            attrs = {str(k): str(val) for k, val in (csi.get("volumeAttributes") or {}).items() if val is not None}
+            secret_ref = csi.get("nodePublishSecretRef") or {}
+            secret = str(secret_ref.get("name") or "") if isinstance(secret_ref, dict) else "?"
+            result.append(
+                CsiVolume(
+                    str(v.get("name", "")), attrs.get(CLASS_ATTRIBUTE, ""), attrs, secret or ("?" if secret_ref else "")
+                )
+            )
     return result
 
 

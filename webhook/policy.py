@@ -127,12 +127,31 @@ def decide(
     return Decision(True, Reason.ALLOWED, allowed_by=tuple(allowed_by), considered=considered, grants=grants)
 
 
-def enforcement_for(default: Enforcement, namespace_labels: dict[str, str] | None) -> tuple[Enforcement, str | None]:
-    """The namespace's override of the server setting; a bad label value keeps the default, with a warning."""
+# Strictest first: a namespace label may move down this list only where the server allows it.
+STRICTNESS = (Enforcement.ENFORCE, Enforcement.WARN, Enforcement.AUDIT)
+
+
+def enforcement_for(
+    default: Enforcement,
+    namespace_labels: dict[str, str] | None,
+    may_loosen: bool = False,
+) -> tuple[Enforcement, str | None]:
+    """The namespace's override of the server setting.
+
+    The label only tightens: a looser value takes effect only when `may_loosen` (the namespace is on the
+    server's allowlist); otherwise, and for a bad value, the default stays, with a warning.
+    """
     value = (namespace_labels or {}).get(ENFORCEMENT_LABEL)
     if value is None:
         return default, None
     try:
-        return Enforcement(value), None
+        wanted = Enforcement(value)
     except ValueError:
         return default, f"namespace label {ENFORCEMENT_LABEL}={value!r} is not enforce, warn or audit; using {default}"
+    if STRICTNESS.index(wanted) > STRICTNESS.index(default) and not may_loosen:
+        return default, (
+            f"namespace label {ENFORCEMENT_LABEL}={wanted} is looser than the server's {default} and this namespace"
+            " is not on the server's allowlist for that (KVINJECT_RELAXABLE_NAMESPACES); using"
+            f" {default}"
+        )
+    return wanted, None

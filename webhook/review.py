@@ -44,6 +44,16 @@ class Request:
     def is_pod_create(self) -> bool:
         return self.group == "" and self.kind == "Pod" and self.operation == "CREATE" and not self.sub_resource
 
+    @property
+    def is_ephemeral_update(self) -> bool:
+        """Ephemeral containers added to a running pod (`kubectl debug`)."""
+        return (
+            self.group == ""
+            and self.kind == "Pod"
+            and self.operation == "UPDATE"
+            and self.sub_resource == "ephemeralcontainers"
+        )
+
 
 def parse(body: bytes) -> Request:
     """Parse an AdmissionReview v1 body; raises MalformedReview with a clear reason."""

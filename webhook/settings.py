@@ -33,9 +33,17 @@ class Settings(BaseSettings):
     # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
     # a namespace label kvinject.io/enforcement overrides it.
     enforcement: Enforcement = Enforcement.ENFORCE
+    # Namespace labels only tighten (enforcement, live verification): these namespaces' labels may also
+    # loosen them. A JSON list, e.g. KVINJECT_RELAXABLE_NAMESPACES='["sandbox"]'.
+    relaxable_namespaces: frozenset[str] = frozenset()
     # SecretProviderClasses that read with the node's identity or aad-pod-identity are denied unless allowed.
     allow_node_identity: bool = False
     allow_pod_identity: bool = False
+    # A Secrets Store CSI volume may carry no volumeAttributes but secretProviderClass (the driver copies
+    # them over the class's parameters) and no nodePublishSecretRef (service-principal credentials) unless
+    # allowed; when attributes are allowed, the class's parameters with the attributes over them are judged.
+    allow_volume_attributes: bool = False
+    allow_node_publish_secret: bool = False
     # Init mode: the image of the kvinject-fetch init container (this project's image) and where it
     # authenticates and reads (the public cloud by default).
     init_image: str = "ghcr.io/kvinject/kvinject:0.1.0"

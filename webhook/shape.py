@@ -24,7 +24,7 @@ _CONTAINER = {
 }
 _VOLUME = {
     "name": str,
-    "csi": {"driver": str, "volumeAttributes": STR_MAP},
+    "csi": {"driver": str, "volumeAttributes": STR_MAP, "nodePublishSecretRef": {"name": str}},
     "secret": {"secretName": str},
     "emptyDir": {"medium": str},
     "projected": {"sources": [{"secret": _SECRET_REF, "serviceAccountToken": {"audience": str}}]},

@@ -88,6 +88,28 @@ def build(
     }
 
 
+def differences(stored: SecretProviderClass, expected: dict[str, Any]) -> list[str]:
+    """The fields in which a stored class differs from the one kvinject generates (names only, never values).
+
+    What the CSI driver and the provider read is the stored object: a class of a generated name that someone
+    else wrote first, or edited later, must not be taken for kvinject's.
+    """
+    spec = expected["spec"]
+    found: list[str] = []
+    if stored.provider != spec["provider"]:
+        found.append("spec.provider")
+    wanted: dict[str, str] = spec["parameters"]
+    for key in sorted(set(wanted) | set(stored.parameters)):
+        if stored.parameters.get(key) != wanted.get(key):
+            found.append(f"spec.parameters.{key}")
+    if stored.secret_objects != spec.get("secretObjects", []):
+        found.append("spec.secretObjects")
+    for key, value in MANAGED_BY.items():
+        if stored.labels.get(key) != value:
+            found.append(f"metadata.labels[{key}]")
+    return found
+
+
 def objects_of(parameters: dict[str, str]) -> list[dict[str, str]]:
     """Parse an Azure SecretProviderClass's `objects` parameter; raises ValueError if malformed."""
     return [dict(entry) for entry in _parse_objects(parameters.get("objects") or "")]

@@ -7,6 +7,7 @@ workload's synced Secret, and a later webhook changing what kvinject injected.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -20,6 +21,7 @@ from webhook.admission import (
     denied_outcome,
     describe,
     is_injected,
+    squatted,
     tampered,
 )
 from webhook.cluster import Cluster
@@ -37,11 +39,12 @@ class Validator:
         self.settings = settings
         self.cluster = cluster
         self.lookups = Lookups(settings, cluster)
-        self.judge = Judge(settings.enforcement, metrics)
+        self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
         self.mutator = Mutator(settings, cluster, metrics)
 
     async def validate(self, request: review.Request) -> Outcome:
-        if not request.is_pod_create:
+        ephemeral = request.is_ephemeral_update
+        if not request.is_pod_create and not ephemeral:
             return Outcome(review.allowed(request.uid), "skipped")
         pod = request.object
         if pod is None:
@@ -50,16 +53,43 @@ class Validator:
         if malformed:
             return denied_outcome(request, Denial(f"malformed Pod: {'; '.join(malformed)}", 400, "bad-request"))
         try:
+            if ephemeral:
+                return await self._validate_ephemeral(request, pod)
             return await self._validate(request, pod)
         except Denial as denial:
             return denied_outcome(request, denial, pod)
 
+    async def _validate_ephemeral(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
+        """Containers added to a running pod (`kubectl debug`): the Secrets they read and the secret volumes
+        they mount are judged for the pod's ServiceAccount, as at creation."""
+        old = request.raw.get("oldObject")
+        before = {
+            c.get("name")
+            for c in ((old.get("spec") or {}).get("ephemeralContainers") or [] if isinstance(old, dict) else [])
+            if isinstance(c, dict)
+        }
+        spec = pod.get("spec") or {}
+        added = [
+            c for c in spec.get("ephemeralContainers") or [] if isinstance(c, dict) and c.get("name") not in before
+        ]
+        if not added:
+            return Outcome(review.allowed(request.uid), "skipped")
+        only_added = {"ephemeralContainers": added}
+        mounted = {m.get("name") for c in added for m in c.get("volumeMounts") or [] if isinstance(m, dict)}
+        volumes = [v for v in podrefs.csi_volumes(spec) if v.name in mounted]
+        synced = await self._synced(request.namespace, podrefs.referenced_secrets(only_added))
+        injected_mount = is_injected(pod) and bool(mounted & {plan.VOLUME_NAME})
+        if not volumes and not synced and not injected_mount:
+            return Outcome(review.allowed(request.uid), "skipped")
+        return await self._judge(request, pod, volumes, synced, injected_mount)
+
     async def _synced(self, namespace: str, names: list[str]) -> dict[str, list[SecretProviderClass]]:
-        """Referenced Secrets that some SecretProviderClass syncs from Key Vault."""
+        """Referenced Secrets that some SecretProviderClass syncs from Key Vault (any name: hand-written classes
+        sync under names of their own). A `kvinject-*` Secret with no class is listed with none: fail closed."""
         result: dict[str, list[SecretProviderClass]] = {}
         for name in names:
             classes = self.cluster.classes_syncing(namespace, name)
-            if not classes and name.startswith("kvinject-"):
+            if not classes and name.startswith(spc.NAME_PREFIX):
                 # Generated classes share their synced Secret's name; another replica may have just made it.
                 found = await self.lookups.provider_class(namespace, name)
                 classes = (
@@ -67,19 +97,61 @@ class Validator:
                     if found is not None and any(so.get("secretName") == name for so in found.secret_objects)
                     else []
                 )
-            if classes:
+                result[name] = classes
+            elif classes:
                 result[name] = classes
         return result
 
+    def _synced_findings(
+        self,
+        namespace: str,
+        sa_name: str,
+        who: Identity,
+        synced: dict[str, list[SecretProviderClass]],
+        generated: dict[str, SecretProviderClass],
+    ) -> list[tuple[str, str]]:
+        findings: list[tuple[str, str]] = []
+        for secret, found_classes in synced.items():
+            classes = found_classes or ([generated[secret]] if secret in generated else [])
+            if not classes:
+                findings.append(
+                    (
+                        "synced-secret",
+                        f"Secret {secret} has the name of a kvinject-synced Secret but no SecretProviderClass"
+                        f" {secret} syncs it: what it holds cannot be judged",
+                    )
+                )
+            for found in classes:
+                where = f"Secret {secret} holds Key Vault objects synced by SecretProviderClass {found.name}"
+                if found.provider != "azure":
+                    continue  # another provider's objects are not Key Vault's, nor this policy's
+                refs, problems = spc.declared_objects(
+                    found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
+                )
+                findings += [("synced-secret", f"{where}: {p}") for p in problems]
+                decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+                if not decision.allowed:
+                    findings.append(("synced-secret", f"{where}: {decision.message}"))
+        return findings
+
     async def _validate(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
-        namespace = request.namespace
         spec = pod.get("spec") or {}
         volumes = podrefs.csi_volumes(spec)
-        synced = await self._synced(namespace, podrefs.referenced_secrets(spec))
+        synced = await self._synced(request.namespace, podrefs.referenced_secrets(spec))
         injected = is_injected(pod)
         if not volumes and not synced and not injected:
             return Outcome(review.allowed(request.uid), "skipped")
+        return await self._judge(request, pod, volumes, synced, injected)
 
+    async def _judge(
+        self,
+        request: review.Request,
+        pod: dict[str, Any],
+        volumes: list[podrefs.CsiVolume],
+        synced: dict[str, list[SecretProviderClass]],
+        injected: bool,
+    ) -> Outcome:
+        namespace = request.namespace
         ns = await self.lookups.namespace(namespace)
         mode, warnings = self.judge.mode(ns)
         try:
@@ -96,22 +168,18 @@ class Validator:
             tamper, expected = await self._check_injected(namespace, pod, account, who, ns)
             findings.extend(tamper)
             if expected is not None and expected.generated is not None:
-                # Not created on a dry run, and perhaps not yet seen by this replica: its name is its content.
-                generated[expected.class_name] = SecretProviderClass.from_object(expected.generated)
+                stored = await self.lookups.provider_class(namespace, expected.class_name)
+                if stored is not None:
+                    # What the driver will read is the stored object: it must be exactly kvinject's.
+                    problem = squatted(stored, expected.generated)
+                    if problem:
+                        raise Denial(problem, 403, "provider-class-tampered")
+                elif request.dry_run:
+                    # Never created on a dry run: judge the class kvinject would create.
+                    generated[expected.class_name] = SecretProviderClass.from_object(expected.generated)
         for volume in volumes:
             findings.extend(await self._check_volume(namespace, sa_name, who, volume, generated))
-        for secret, classes in synced.items():
-            for found in classes:
-                refs, _ = spc.declared_objects(found, who.client_id)
-                decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
-                if not decision.allowed:
-                    findings.append(
-                        (
-                            "synced-secret",
-                            f"Secret {secret} holds Key Vault objects synced by SecretProviderClass {found.name}:"
-                            f" {decision.message}",
-                        )
-                    )
+        findings += self._synced_findings(namespace, sa_name, who, synced, generated)
 
         audit = {"service-account": f"{namespace}/{sa_name}", "client-id": who.client_id}
         reason = findings[0][0] if findings else "allowed"
@@ -133,28 +201,55 @@ class Validator:
         volume: podrefs.CsiVolume,
         generated: dict[str, SecretProviderClass],
     ) -> list[tuple[str, str]]:
+        findings = self._volume_fields(volume)
         if not volume.provider_class:
-            return [("provider-class", f"volume {volume.name} names no secretProviderClass")]
+            return [*findings, ("provider-class", f"volume {volume.name} names no secretProviderClass")]
         found = generated.get(volume.provider_class) or await self.lookups.provider_class(
             namespace, volume.provider_class
         )
         if found is None:
             return [
+                *findings,
                 (
                     "provider-class",
                     f"volume {volume.name} mounts SecretProviderClass {namespace}/{volume.provider_class},"
                     " which does not exist",
-                )
+                ),
             ]
         if found.provider != "azure":
-            return []  # another provider's objects are not Key Vault's, nor this policy's
+            return findings  # another provider's objects are not Key Vault's, nor this policy's
+        if volume.overrides:
+            # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
+            found = dataclasses.replace(found, parameters={**found.parameters, **volume.attributes})
         refs, problems = spc.declared_objects(
             found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
         )
-        findings = [("provider-class", f"volume {volume.name}: {p}") for p in problems]
+        findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
         decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
         if not decision.allowed:
             findings.append((decision.reason.value, f"volume {volume.name}: {decision.message}"))
+        return findings
+
+    def _volume_fields(self, volume: podrefs.CsiVolume) -> list[tuple[str, str]]:
+        """Fields of a Secrets Store CSI volume that change what the provider reads, unless allowed."""
+        findings = []
+        if volume.overrides and not self.settings.allow_volume_attributes:
+            names = ", ".join(n[:64] for n in volume.overrides[:10]) + (", ..." if len(volume.overrides) > 10 else "")
+            findings.append(
+                (
+                    "volume-attributes",
+                    f"volume {volume.name} sets volumeAttributes {names}: the CSI driver passes them to the"
+                    " provider over the SecretProviderClass's parameters; only secretProviderClass is allowed",
+                )
+            )
+        if volume.node_publish_secret and not self.settings.allow_node_publish_secret:
+            findings.append(
+                (
+                    "node-publish-secret",
+                    f"volume {volume.name} sets nodePublishSecretRef: the provider would read with the"
+                    " service-principal credentials in that Secret, not the pod's workload identity",
+                )
+            )
         return findings
 
     async def _check_injected(

@@ -67,9 +67,16 @@ def _default_reader(config: FetchConfig, assertion: Callable[[], str]) -> Reader
 
 
 def enabled(settings: Settings, namespace: Namespace | None) -> bool:
-    """The server setting, overridden per namespace by the label kvinject.io/live-verify=true|false."""
+    """The server setting, overridden per namespace by the label kvinject.io/live-verify=true|false.
+
+    The label may always turn verification on; off only in namespaces on the server's allowlist.
+    """
     value = (namespace.labels if namespace else {}).get(LABEL)
-    return value == "true" if value in ("true", "false") else settings.live_verify
+    if value == "true":
+        return True
+    if value == "false" and namespace is not None and namespace.name in settings.relaxable_namespaces:
+        return False
+    return settings.live_verify
 
 
 class Verifier:

@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import admission_review, apply, controller_pod, golden_cluster
+from tests.helpers import RELAXABLE, admission_review, apply, controller_pod, golden_cluster
 from webhook import review
 from webhook.app import create_app
 from webhook.cluster import FileCluster
@@ -48,7 +48,7 @@ def synced_env(secret: str) -> list[dict[str, Any]]:
 async def post(
     path: str, doc: dict[str, Any], cluster: FileCluster | None = None, settings: Settings | None = None
 ) -> dict[str, Any]:
-    app = create_app(settings or Settings(), cluster or golden_cluster())
+    app = create_app(settings or Settings(relaxable_namespaces=RELAXABLE), cluster or golden_cluster())
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="https://k") as c:
         resp = await c.post(path, content=orjson.dumps(doc), headers=JSON)
     assert resp.status_code == 200
@@ -57,9 +57,11 @@ async def post(
     return answer
 
 
-async def injected(pod: dict[str, Any], namespace: str = "payments") -> dict[str, Any]:
-    """kvinject's own output for `pod` (the real mutating path)."""
-    answer = await post("/mutate", admission_review(pod, namespace=namespace))
+async def injected(
+    pod: dict[str, Any], namespace: str = "payments", cluster: FileCluster | None = None
+) -> dict[str, Any]:
+    """kvinject's own output for `pod` (the real mutating path; the class it creates goes into `cluster`)."""
+    answer = await post("/mutate", admission_review(pod, namespace=namespace), cluster)
     assert answer["allowed"], answer
     return apply(pod, review.decode_patch({"response": answer}))
 
@@ -177,8 +179,9 @@ TAMPERING: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str | Non
 async def test_injected_pods_changed_later_are_denied(
     change: Callable[[dict[str, Any]], dict[str, Any]], message: str | None
 ) -> None:
-    final = change(await injected(controller_pod(annotations=dict(CSI_ENV))))
-    answer = await post("/validate", admission_review(final))
+    cluster = golden_cluster()
+    final = change(await injected(controller_pod(annotations=dict(CSI_ENV)), cluster=cluster))
+    answer = await post("/validate", admission_review(final), cluster)
     if message is None:
         assert answer["allowed"] is True, answer
         assert answer["auditAnnotations"]["decision"] == "allowed"
@@ -216,6 +219,26 @@ async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: boo
     mode = "warn" if warned else "audit"
     assert answer["auditAnnotations"]["decision"] == f"would-deny ({mode})"
     assert bool(answer.get("warnings")) is warned
+
+
+@pytest.mark.parametrize("namespace", ["sandbox", "observed"])
+async def test_enforcement_labels_do_not_loosen_outside_the_allowlist(namespace: str) -> None:
+    pod = hand_written(volumes=[csi_volume("node-identity")])
+    cluster = golden_cluster()
+    cluster.apply(
+        "ADDED",
+        {
+            "kind": "SecretProviderClass",
+            "metadata": {"name": "node-identity", "namespace": namespace},
+            "spec": {
+                "provider": "azure",
+                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv"},
+            },
+        },
+    )
+    answer = await post("/validate", admission_review(pod, namespace=namespace), cluster, Settings())
+    assert answer["allowed"] is False
+    assert "useVMManagedIdentity" in answer["status"]["message"]
 
 
 async def test_node_identity_allowed_by_setting() -> None:

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import admission_review, apply, controller_pod, example_cluster
+from tests.helpers import RELAXABLE, admission_review, apply, controller_pod, example_cluster
 from webhook import review
 from webhook.admission import Mutator
 from webhook.settings import Settings
@@ -28,7 +28,9 @@ CSI = {
 def injected_pod(pod: dict[str, Any]) -> dict[str, Any]:
     """kvinject's own output for `pod`, produced by the real code path."""
     doc = admission_review(pod)
-    outcome = asyncio.run(Mutator(Settings(), example_cluster()).mutate(review.parse(orjson.dumps(doc))))
+    outcome = asyncio.run(
+        Mutator(Settings(relaxable_namespaces=RELAXABLE), example_cluster()).mutate(review.parse(orjson.dumps(doc)))
+    )
     return apply(pod, outcome.ops)
 
 

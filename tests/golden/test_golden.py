@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import apply, golden_cluster
+from tests.helpers import RELAXABLE, apply, golden_cluster
 from webhook import review
 from webhook.app import create_app
 from webhook.settings import Settings
@@ -25,7 +25,7 @@ NAMES = sorted(p.name.removesuffix(".request.json") for p in CASES.glob("*.reque
 
 async def answer(doc: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
     cluster = golden_cluster()
-    app = create_app(Settings(), cluster)
+    app = create_app(Settings(relaxable_namespaces=RELAXABLE), cluster)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="https://kvinject") as client:
         resp = await client.post("/mutate", content=orjson.dumps(doc), headers={"Content-Type": "application/json"})

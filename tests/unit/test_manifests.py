@@ -65,7 +65,10 @@ def test_webhook_configurations() -> None:
     (hook,) = mutating["webhooks"]
     assert hook["objectSelector"] == {"matchLabels": {"kvinject.io/inject": "true"}}
     assert hook["namespaceSelector"]["matchExpressions"][0]["values"] == ["kube-system", "kvinject"]
-    assert [r["operations"] for r in hook["rules"]] == [["CREATE"]]
+    assert [(r["operations"], r["resources"]) for r in hook["rules"]] == [
+        (["CREATE"], ["pods"]),
+        (["UPDATE"], ["pods/ephemeralcontainers"]),
+    ]
     assert (hook["sideEffects"], hook["failurePolicy"], hook["reinvocationPolicy"]) == (
         "NoneOnDryRun",
         "Fail",

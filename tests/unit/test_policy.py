@@ -172,15 +172,37 @@ def test_object_types_roundtrip_through_policy_patterns() -> None:
 
 
 @pytest.mark.parametrize(
-    ("labels", "expected", "warns"),
+    ("default", "label", "may_loosen", "expected", "warns"),
     [
-        (None, Enforcement.ENFORCE, False),
-        ({"kvinject.io/enforcement": "warn"}, Enforcement.WARN, False),
-        ({"kvinject.io/enforcement": "audit"}, Enforcement.AUDIT, False),
-        ({"kvinject.io/enforcement": "off"}, Enforcement.ENFORCE, True),
+        (Enforcement.ENFORCE, None, False, Enforcement.ENFORCE, False),
+        (Enforcement.ENFORCE, "warn", False, Enforcement.ENFORCE, True),
+        (Enforcement.ENFORCE, "audit", False, Enforcement.ENFORCE, True),
+        (Enforcement.ENFORCE, "warn", True, Enforcement.WARN, False),
+        (Enforcement.ENFORCE, "audit", True, Enforcement.AUDIT, False),
+        (Enforcement.AUDIT, "enforce", False, Enforcement.ENFORCE, False),
+        (Enforcement.AUDIT, "warn", False, Enforcement.WARN, False),
+        (Enforcement.WARN, "audit", False, Enforcement.WARN, True),
+        (Enforcement.WARN, "enforce", False, Enforcement.ENFORCE, False),
+        (Enforcement.ENFORCE, "off", True, Enforcement.ENFORCE, True),
+        (Enforcement.ENFORCE, "Audit", True, Enforcement.ENFORCE, True),
     ],
-    ids=["server-default", "warn", "audit", "bad-value-keeps-default"],
+    ids=[
+        "server-default",
+        "warn-cannot-loosen",
+        "audit-cannot-loosen",
+        "warn-on-allowlist",
+        "audit-on-allowlist",
+        "tighten-audit-to-enforce",
+        "tighten-audit-to-warn",
+        "warn-to-audit-cannot-loosen",
+        "tighten-warn-to-enforce",
+        "bad-value-keeps-default",
+        "case-matters",
+    ],
 )
-def test_enforcement_override(labels: dict[str, str] | None, expected: Enforcement, warns: bool) -> None:
-    mode, warning = enforcement_for(Enforcement.ENFORCE, Namespace("ns", labels=labels or {}).labels)
+def test_enforcement_override(
+    default: Enforcement, label: str | None, may_loosen: bool, expected: Enforcement, warns: bool
+) -> None:
+    labels = {"kvinject.io/enforcement": label} if label else {}
+    mode, warning = enforcement_for(default, Namespace("ns", labels=labels).labels, may_loosen)
     assert mode is expected and (warning is not None) is warns

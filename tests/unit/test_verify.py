@@ -156,13 +156,21 @@ async def test_principals_do_not_share_cache_entries() -> None:
 
 
 @pytest.mark.parametrize(
-    ("server", "label", "expected"),
-    [(False, None, False), (True, None, True), (False, "true", True), (True, "false", False), (True, "x", True)],
-    ids=["off", "on", "namespace-on", "namespace-off", "bad-label-keeps-setting"],
+    ("server", "label", "relaxable", "expected"),
+    [
+        (False, None, False, False),
+        (True, None, False, True),
+        (False, "true", False, True),
+        (True, "false", False, True),
+        (True, "false", True, False),
+        (True, "x", True, True),
+    ],
+    ids=["off", "on", "namespace-on", "namespace-off-refused", "namespace-off-on-allowlist", "bad-label-keeps-setting"],
 )
-def test_enabled(server: bool, label: str | None, expected: bool) -> None:
+def test_enabled(server: bool, label: str | None, relaxable: bool, expected: bool) -> None:
     ns = Namespace("ns", labels={"kvinject.io/live-verify": label} if label else {})
-    assert enabled(Settings(live_verify=server), ns) is expected
+    settings = Settings(live_verify=server, relaxable_namespaces=frozenset({"ns"} if relaxable else set()))
+    assert enabled(settings, ns) is expected
 
 
 def test_reads_happen_off_the_event_loop() -> None:

@@ -1,0 +1,279 @@
+"""The bypass classes of an app team with namespace `edit` rights, judged over ASGI (the e2e tier replays them
+on the real apiserver): pod volume attributes over the class, service-principal credentials, a squatted or
+edited generated class, enforcement labels that loosen."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from tests.api.test_validate import CSI_ENV, csi_volume, hand_written, injected, post
+from tests.helpers import admission_review, controller_pod, golden_cluster
+from webhook.cluster import FileCluster
+from webhook.settings import Settings
+
+OTHER_CLIENT = "99999999-8888-7777-6666-555555555555"
+
+
+def with_attributes(**attributes: str) -> dict[str, Any]:
+    volume = csi_volume("payments-shared")
+    volume["csi"]["volumeAttributes"].update(attributes)
+    return volume
+
+
+ATTRIBUTE_ATTACKS = [
+    ("node-identity", {"useVMManagedIdentity": "true"}),
+    ("user-assigned-identity", {"useVMManagedIdentity": "true", "userAssignedIdentityID": OTHER_CLIENT}),
+    ("other-vault", {"keyvaultName": "other-team-kv"}),
+    ("other-objects", {"objects": "array:\n  - |\n    objectName: their-secret\n"}),
+    ("other-client-id", {"clientID": OTHER_CLIENT}),
+    ("other-tenant", {"tenantID": "00000000-0000-0000-0000-000000000009"}),
+    ("other-cloud", {"cloudName": "AzureStackCloud", "cloudEnvFileName": "/etc/kubernetes/evil.json"}),
+    ("pod-identity", {"usePodIdentity": "true"}),
+    ("harmless-looking", {"csi.storage.k8s.io/ephemeral": "true"}),
+]
+
+
+@pytest.mark.parametrize("attributes", [a[1] for a in ATTRIBUTE_ATTACKS], ids=[a[0] for a in ATTRIBUTE_ATTACKS])
+async def test_volume_attributes_beside_the_class_are_denied(attributes: dict[str, str]) -> None:
+    answer = await post("/validate", admission_review(hand_written(volumes=[with_attributes(**attributes)])))
+    assert answer["allowed"] is False
+    message = answer["status"]["message"]
+    assert f"volume secrets sets volumeAttributes {', '.join(sorted(attributes))}:" in message, message
+    assert "only secretProviderClass is allowed" in message
+    assert "/etc/kubernetes/evil.json" not in message  # names of fields and objects, never other values
+
+
+async def test_volume_attributes_are_judged_merged_over_the_class_when_allowed() -> None:
+    settings = Settings(allow_volume_attributes=True)
+    same = await post(
+        "/validate",
+        admission_review(hand_written(volumes=[with_attributes(keyvaultName="payments-kv")])),
+        settings=settings,
+    )
+    assert same["allowed"] is True, same
+    other = await post(
+        "/validate",
+        admission_review(hand_written(volumes=[with_attributes(useVMManagedIdentity="true")])),
+        settings=settings,
+    )
+    assert other["allowed"] is False
+    assert "reads with the node's managed identity (useVMManagedIdentity)" in other["status"]["message"]
+    vault = await post(
+        "/validate",
+        admission_review(hand_written(volumes=[with_attributes(keyvaultName="other-team-kv")])),
+        settings=settings,
+    )
+    assert vault["allowed"] is False and "other-team-kv/shared-config" in vault["status"]["message"], vault
+
+
+async def test_node_publish_secret_is_denied_unless_allowed() -> None:
+    volume = csi_volume("payments-shared")
+    volume["csi"]["nodePublishSecretRef"] = {"name": "sp-credentials"}
+    pod = hand_written(volumes=[volume])
+    answer = await post("/validate", admission_review(pod))
+    assert answer["allowed"] is False
+    assert "volume secrets sets nodePublishSecretRef" in answer["status"]["message"]
+    allowed = await post("/validate", admission_review(pod), settings=Settings(allow_node_publish_secret=True))
+    assert allowed["allowed"] is True, allowed
+
+
+async def test_injected_pod_with_added_attributes_is_denied() -> None:
+    cluster = golden_cluster()
+    final = await injected(controller_pod(annotations=dict(CSI_ENV)), cluster=cluster)
+    (volume,) = [v for v in final["spec"]["volumes"] if "csi" in v]
+    volume["csi"]["volumeAttributes"]["keyvaultName"] = "other-team-kv"
+    answer = await post("/validate", admission_review(final), cluster)
+    assert answer["allowed"] is False
+    assert "sets volumeAttributes keyvaultName" in answer["status"]["message"]
+
+
+def generated_class(cluster: FileCluster) -> dict[str, Any]:
+    (created,) = cluster.created
+    return copy.deepcopy(created)
+
+
+SQUATS = [
+    (
+        "other-objects",
+        lambda c: c["spec"]["parameters"].update(objects="array:\n  - |\n    objectName: theirs\n"),
+        "spec.parameters.objects",
+    ),
+    (
+        "node-identity",
+        lambda c: c["spec"]["parameters"].update(useVMManagedIdentity="true"),
+        "spec.parameters.useVMManagedIdentity",
+    ),
+    (
+        "extra-parameter",
+        lambda c: c["spec"]["parameters"].update(userAssignedIdentityID=OTHER_CLIENT),
+        "spec.parameters.userAssignedIdentityID",
+    ),
+    ("other-provider", lambda c: c["spec"].update(provider="vault"), "spec.provider"),
+    ("synced-secret", lambda c: c["spec"].update(secretObjects=[]), "spec.secretObjects"),
+    ("unlabelled", lambda c: c["metadata"].pop("labels"), "metadata.labels[app.kubernetes.io/managed-by]"),
+]
+
+
+@pytest.mark.parametrize(("change", "field"), [s[1:] for s in SQUATS], ids=[s[0] for s in SQUATS])
+@pytest.mark.parametrize("dry_run", [False, True], ids=["create", "dry-run"])
+async def test_a_squatted_generated_class_is_denied_at_mutate(change: Any, field: str, dry_run: bool) -> None:
+    """The name is learnt with a dry run; the class is created first with other content."""
+    learn = golden_cluster()
+    pod = controller_pod(annotations=dict(CSI_ENV))
+    await injected(pod, cluster=learn)
+    squat = generated_class(learn)
+    change(squat)
+    victim = golden_cluster()
+    victim.apply("ADDED", squat)
+    answer = await post("/mutate", admission_review(pod, dry_run=dry_run), victim)
+    assert answer["allowed"] is False
+    message = answer["status"]["message"]
+    assert (
+        f"SecretProviderClass payments/{squat['metadata']['name']} exists with content kvinject did not write"
+        in message
+    )
+    assert f"({field}" in message or f", {field}" in message, message
+    assert "theirs" not in message and OTHER_CLIENT not in message  # field names only
+    assert victim.created == []
+
+
+@pytest.mark.parametrize(("change", "field"), [s[1:] for s in SQUATS], ids=[s[0] for s in SQUATS])
+async def test_a_generated_class_edited_later_is_denied_at_validate(change: Any, field: str) -> None:
+    cluster = golden_cluster()
+    final = await injected(controller_pod(annotations=dict(CSI_ENV)), cluster=cluster)
+    edited = generated_class(cluster)
+    change(edited)
+    cluster.apply("MODIFIED", edited)
+    answer = await post("/validate", admission_review(final), cluster)
+    assert answer["allowed"] is False
+    assert "exists with content kvinject did not write" in answer["status"]["message"]
+    assert field in answer["status"]["message"]
+
+
+async def test_the_generated_class_must_exist_unless_dry_run() -> None:
+    made = golden_cluster()
+    final = await injected(controller_pod(annotations=dict(CSI_ENV)), cluster=made)
+    answer = await post("/validate", admission_review(final), golden_cluster())
+    assert answer["allowed"] is False
+    assert "which does not exist" in answer["status"]["message"]
+    dry = await post("/validate", admission_review(final, dry_run=True), golden_cluster())
+    assert dry["allowed"] is True, dry
+
+
+async def test_the_untouched_generated_class_is_admitted_again() -> None:
+    cluster = golden_cluster()
+    pod = controller_pod(annotations=dict(CSI_ENV))
+    await injected(pod, cluster=cluster)
+    again = await post("/mutate", admission_review(pod), cluster)  # a second replica of the same Deployment
+    assert again["allowed"] is True and len(cluster.created) == 1
+
+
+def ephemeral_update(pod: dict[str, Any], *containers: dict[str, Any]) -> dict[str, Any]:
+    """The AdmissionReview `kubectl debug` causes: UPDATE of pods/ephemeralcontainers."""
+    after = copy.deepcopy(pod)
+    after["metadata"]["name"] = "api-7d9f8c6b5-x1"
+    after["spec"].setdefault("ephemeralContainers", []).extend(containers)
+    doc = admission_review(after, operation="UPDATE")
+    doc["request"]["subResource"] = "ephemeralcontainers"
+    before = copy.deepcopy(pod)
+    before["metadata"]["name"] = "api-7d9f8c6b5-x1"
+    doc["request"]["oldObject"] = before
+    return doc
+
+
+def debugger(**fields: Any) -> dict[str, Any]:
+    return {"name": "debugger", "image": "busybox:1", **fields}
+
+
+EPHEMERAL = [
+    ("no-secrets", hand_written("worker"), debugger(), None),
+    (
+        "reads-synced-secret-of-another-identity",
+        hand_written("worker"),
+        debugger(env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "payments-shared", "key": "k"}}}]),
+        "Secret payments-shared holds Key Vault objects synced by SecretProviderClass payments-shared",
+    ),
+    (
+        "envfrom-synced-secret",
+        hand_written("worker"),
+        debugger(envFrom=[{"secretRef": {"name": "payments-shared"}}]),
+        "Secret payments-shared holds Key Vault objects synced by SecretProviderClass payments-shared",
+    ),
+    (
+        "mounts-node-identity-volume",
+        hand_written("api", volumes=[csi_volume("node-identity", name="kv")]),
+        debugger(volumeMounts=[{"name": "kv", "mountPath": "/x"}]),
+        "reads with the node's managed identity",
+    ),
+    (
+        "reads-own-synced-secret",
+        hand_written("api"),
+        debugger(envFrom=[{"secretRef": {"name": "payments-shared"}}]),
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize(("pod", "container", "message"), [e[1:] for e in EPHEMERAL], ids=[e[0] for e in EPHEMERAL])
+async def test_ephemeral_containers_are_judged_when_added(
+    pod: dict[str, Any], container: dict[str, Any], message: str | None
+) -> None:
+    answer = await post("/validate", ephemeral_update(pod, container))
+    if message is None:
+        assert answer["allowed"] is True, answer
+    else:
+        assert answer["allowed"] is False and message in answer["status"]["message"], answer
+
+
+async def test_ephemeral_containers_already_there_are_not_judged_again() -> None:
+    reader = debugger(envFrom=[{"secretRef": {"name": "payments-shared"}}])
+    pod = hand_written("worker")
+    pod["spec"]["ephemeralContainers"] = [reader]
+    answer = await post("/validate", ephemeral_update(pod, debugger(name="second")))
+    assert answer["allowed"] is True, answer
+
+
+async def test_ephemeral_update_is_not_mutated() -> None:
+    answer = await post("/mutate", ephemeral_update(controller_pod(annotations=dict(CSI_ENV)), debugger()))
+    assert answer["allowed"] is True and "patch" not in answer
+
+
+async def test_a_kvinject_named_secret_without_its_class_is_denied() -> None:
+    pod = hand_written(
+        "api", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "kvinject-0123456789abcdef", "key": "k"}}}]
+    )
+    answer = await post("/validate", admission_review(pod))
+    assert answer["allowed"] is False
+    assert "Secret kvinject-0123456789abcdef has the name of a kvinject-synced Secret" in answer["status"]["message"]
+
+
+async def test_a_synced_secret_whose_class_is_unreadable_is_denied() -> None:
+    cluster = golden_cluster()
+    cluster.apply(
+        "ADDED",
+        {
+            "kind": "SecretProviderClass",
+            "metadata": {"name": "broken", "namespace": "payments"},
+            "spec": {
+                "provider": "azure",
+                "parameters": {
+                    "clientID": "11111111-2222-3333-4444-555555555555",
+                    "keyvaultName": "payments-kv",
+                    "objects": "array: [: :",
+                },
+                "secretObjects": [
+                    {"secretName": "team-config", "type": "Opaque", "data": [{"objectName": "a", "key": "a"}]}
+                ],
+            },
+        },
+    )
+    pod = hand_written("api", env=[{"name": "X", "valueFrom": {"secretKeyRef": {"name": "team-config", "key": "a"}}}])
+    answer = await post("/validate", admission_review(pod), cluster)
+    assert answer["allowed"] is False
+    assert (
+        "Secret team-config holds Key Vault objects synced by SecretProviderClass broken" in answer["status"]["message"]
+    )
+    assert "unreadable parameters.objects" in answer["status"]["message"]
