@@ -53,6 +53,23 @@ def is_injected(pod: dict[str, Any]) -> bool:
     return bool(annotations.get(contract.STATUS) == contract.STATUS_INJECTED)
 
 
+def kvinject_parts(pod: dict[str, Any]) -> list[str]:
+    """kvinject's own init container and volumes, by name, wherever they appear in a pod."""
+    spec = pod.get("spec") or {}
+    parts = [
+        f"init container {c.get('name')}"
+        for c in spec.get("initContainers") or []
+        if isinstance(c, dict) and c.get("name") == plan.INIT_CONTAINER
+    ]
+    reserved = (plan.VOLUME_NAME, plan.TOKEN_VOLUME)
+    parts += [
+        f"volume {v.get('name')}"
+        for v in spec.get("volumes") or []
+        if isinstance(v, dict) and v.get("name") in reserved
+    ]
+    return parts
+
+
 def tampered(pod: dict[str, Any], findings: list[str]) -> str:
     account = identity.service_account_name(pod.get("spec") or {})
     return (

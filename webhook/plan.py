@@ -275,8 +275,25 @@ def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec
     }
 
 
-def _is_ours(container: dict[str, Any]) -> bool:
-    return container.get("command") == INIT_COMMAND
+# Fields the apiserver defaults on a container and that change nothing kvinject-fetch reads or does.
+_DEFAULTED = frozenset({"terminationMessagePath"})
+
+
+def init_differences(existing: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """How an init container named kvinject-fetch differs from the one kvinject injects (field names only).
+
+    Every field kvinject sets must be equal (image, command, the whole env with the object list and identity,
+    resources, securityContext); nothing else may be added but mounts of other volumes, which kvinject-fetch
+    never reads.
+    """
+    found = [key for key, value in expected.items() if key != "volumeMounts" and existing.get(key) != value]
+    mounts = [m for m in existing.get("volumeMounts") or [] if isinstance(m, dict)]
+    if any(m not in mounts for m in expected["volumeMounts"]) or any(
+        m.get("name") in (VOLUME_NAME, TOKEN_VOLUME) and m not in expected["volumeMounts"] for m in mounts
+    ):
+        found.append("volumeMounts")
+    found += sorted(k for k in existing if k not in expected and k not in _DEFAULTED)
+    return found
 
 
 def _has_volume(pod: dict[str, Any], name: str, check: Any) -> bool | None:
@@ -287,13 +304,20 @@ def _has_volume(pod: dict[str, Any], name: str, check: Any) -> bool | None:
     return None
 
 
-def _ours_output(v: dict[str, Any]) -> bool:
-    return (v.get("emptyDir") or {}).get("medium") == "Memory"
+def _same_volume(expected: dict[str, Any]) -> Any:
+    """A check that a volume is exactly `expected` (its source; the apiserver may add a defaultMode)."""
 
+    def check(v: dict[str, Any]) -> bool:
+        if "emptyDir" in expected:
+            return set(v) == {"name", "emptyDir"} and v.get("emptyDir") == expected["emptyDir"]
+        projected = v.get("projected") or {}
+        return (
+            set(v) == {"name", "projected"}
+            and set(projected) <= {"sources", "defaultMode"}
+            and projected.get("sources") == expected["projected"]["sources"]
+        )
 
-def _ours_token(v: dict[str, Any]) -> bool:
-    sources = (v.get("projected") or {}).get("sources") or []
-    return any((s.get("serviceAccountToken") or {}).get("audience") == TOKEN_AUDIENCE for s in sources)
+    return check
 
 
 def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> list[dict[str, Any]]:
@@ -302,12 +326,8 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
     chosen, problems = targets(pod, request.containers)
     patch.problems.extend(problems)
     pod_spec = pod.get("spec") or {}
-    for name, volume, check in (
-        (
-            VOLUME_NAME,
-            {"name": VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.volume_size}},
-            _ours_output,
-        ),
+    for name, volume in (
+        (VOLUME_NAME, {"name": VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.volume_size}}),
         (
             TOKEN_VOLUME,
             {
@@ -324,10 +344,9 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
                     ]
                 },
             },
-            _ours_token,
         ),
     ):
-        present = _has_volume(pod, name, check)
+        present = _has_volume(pod, name, _same_volume(volume))
         if present is None:
             patch.append(pod_spec, "/spec", "volumes", volume)
         elif not present:
@@ -335,16 +354,23 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
 
     inits = pod_spec.get("initContainers") or []
     existing = next((c for c in inits if c.get("name") == INIT_CONTAINER), None)
+    container = init_container(pod, request, spec)
     if existing is None:
-        container = init_container(pod, request, spec)
         if request.init_first:
             patch.insert(pod_spec, "/spec", "initContainers", 0, container)
         else:
             patch.append(pod_spec, "/spec", "initContainers", container)
-    elif not _is_ours(existing):
+    elif existing.get("command") != INIT_COMMAND:
         patch.problems.append(
             f"the pod already has an init container named {INIT_CONTAINER!r} that kvinject did not add"
         )
+    else:
+        differences = init_differences(existing, container)
+        if differences:
+            patch.problems.append(
+                f"the pod already has an init container named {INIT_CONTAINER!r} that is not the one kvinject"
+                f" injects (differs in {', '.join(differences[:12])})"
+            )
     for target in chosen:
         if target.name == INIT_CONTAINER:
             continue

@@ -21,6 +21,7 @@ from webhook.admission import (
     denied_outcome,
     describe,
     is_injected,
+    kvinject_parts,
     squatted,
     tampered,
 )
@@ -138,7 +139,7 @@ class Validator:
         spec = pod.get("spec") or {}
         volumes = podrefs.csi_volumes(spec)
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(spec))
-        injected = is_injected(pod)
+        injected = is_injected(pod) or bool(kvinject_parts(pod))
         if not volumes and not synced and not injected:
             return Outcome(review.allowed(request.uid), "skipped")
         return await self._judge(request, pod, volumes, synced, injected)
@@ -167,6 +168,15 @@ class Validator:
         if injected:
             tamper, expected = await self._check_injected(namespace, pod, account, who, ns)
             findings.extend(tamper)
+            if not tamper and expected is not None and expected.init is not None:
+                # What kvinject-fetch will read, for the pod's current ServiceAccount.
+                decision = policy.decide(
+                    expected.refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id)
+                )
+                if not decision.allowed:
+                    findings.append(
+                        (decision.reason.value, f"init container {plan.INIT_CONTAINER}: {decision.message}")
+                    )
             if expected is not None and expected.generated is not None:
                 stored = await self.lookups.provider_class(namespace, expected.class_name)
                 if stored is not None:
@@ -256,6 +266,15 @@ class Validator:
         self, namespace: str, pod: dict[str, Any], account: Any, who: Identity, ns: Any
     ) -> tuple[list[tuple[str, str]], Expected | None]:
         """Re-derive what kvinject injects for the pod as it is now; any difference is tampering."""
+        parts = kvinject_parts(pod)
+        if not is_injected(pod):
+            return [
+                (
+                    "tampered",
+                    f"the pod carries kvinject's {', '.join(parts)} but kvinject did not inject it"
+                    f" (no {contract.STATUS}: {contract.STATUS_INJECTED})",
+                )
+            ], None
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         try:
             wanted = contract.parse(annotations, ns.default_vault if ns else None)

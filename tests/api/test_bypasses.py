@@ -277,3 +277,95 @@ async def test_a_synced_secret_whose_class_is_unreadable_is_denied() -> None:
         "Secret team-config holds Key Vault objects synced by SecretProviderClass broken" in answer["status"]["message"]
     )
     assert "unreadable parameters.objects" in answer["status"]["message"]
+
+
+INIT_POD = {"kvinject.io/mode": "init", "kvinject.io/secret-db-password": "db-password"}
+
+
+async def injected_init(cluster: FileCluster) -> dict[str, Any]:
+    return await injected(controller_pod(annotations=dict(INIT_POD)), cluster=cluster)
+
+
+def fetch_container(pod: dict[str, Any]) -> dict[str, Any]:
+    (fetch,) = [c for c in pod["spec"]["initContainers"] if c["name"] == "kvinject-fetch"]
+    return fetch
+
+
+def set_env(name: str, value: str) -> Any:
+    def change(pod: dict[str, Any]) -> None:
+        for e in fetch_container(pod)["env"]:
+            if e["name"] == name:
+                e["value"] = value
+
+    return change
+
+
+INIT_TAMPERING = [
+    (
+        "objects-of-another-team",
+        set_env(
+            "KVINJECT_OBJECTS", '[{"alias":"x","vault":"other-team-kv","name":"theirs","type":"secret","version":""}]'
+        ),
+        "differs in env",
+    ),
+    ("other-client-id", set_env("AZURE_CLIENT_ID", OTHER_CLIENT), "differs in env"),
+    ("other-authority", set_env("AZURE_AUTHORITY_HOST", "https://login.example.com/"), "differs in env"),
+    ("other-image", lambda p: fetch_container(p).update(image="example.com/evil:1"), "differs in image"),
+    ("other-command", lambda p: fetch_container(p).update(command=["sh", "-c", "kvinject fetch"]), "did not add"),
+    ("added-args", lambda p: fetch_container(p).update(args=["--debug"]), "differs in args"),
+    (
+        "added-env-from",
+        lambda p: fetch_container(p).update(envFrom=[{"secretRef": {"name": "x"}}]),
+        "differs in envFrom",
+    ),
+    (
+        "privileged",
+        lambda p: fetch_container(p)["securityContext"].update(privileged=True),
+        "differs in securityContext",
+    ),
+    (
+        "token-audience",
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == "kvinject-azure-token")["projected"]["sources"][
+            0
+        ]["serviceAccountToken"].update(audience="https://kubernetes.default.svc"),
+        "volume named 'kvinject-azure-token' that kvinject did not add",
+    ),
+    (
+        "output-on-disk",
+        lambda p: next(v for v in p["spec"]["volumes"] if v["name"] == "kvinject-secrets").update(emptyDir={}),
+        "volume named 'kvinject-secrets' that kvinject did not add",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [t[1:] for t in INIT_TAMPERING], ids=[t[0] for t in INIT_TAMPERING])
+async def test_init_mode_injected_parts_must_equal_what_kvinject_injects(change: Any, message: str) -> None:
+    cluster = golden_cluster()
+    pod = await injected_init(cluster)
+    untouched = await post("/validate", admission_review(pod), cluster)
+    assert untouched["allowed"] is True, untouched
+    change(pod)
+    answer = await post("/validate", admission_review(pod), cluster)
+    assert answer["allowed"] is False
+    assert "the pod was changed after kvinject injected it" in answer["status"]["message"]
+    assert message in answer["status"]["message"], answer["status"]["message"]
+
+
+async def test_kvinject_parts_without_the_marker_are_denied() -> None:
+    cluster = golden_cluster()
+    pod = await injected_init(cluster)
+    pod["metadata"]["annotations"] = {}
+    pod["metadata"]["labels"] = {"app": "x"}  # not opted in either
+    answer = await post("/validate", admission_review(pod), cluster)
+    assert answer["allowed"] is False
+    assert "carries kvinject's init container kvinject-fetch, volume kvinject-secrets" in answer["status"]["message"]
+
+
+async def test_init_objects_are_judged_for_the_current_policy() -> None:
+    cluster = golden_cluster()
+    pod = await injected_init(cluster)
+    for policy in list(cluster.policies_for("11111111-2222-3333-4444-555555555555")):
+        cluster.apply("DELETED", {"kind": "SecretAccessPolicy", "metadata": {"name": policy.name}})
+    answer = await post("/validate", admission_review(pod), cluster)
+    assert answer["allowed"] is False
+    assert "init container kvinject-fetch: " in answer["status"]["message"], answer

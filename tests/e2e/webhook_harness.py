@@ -169,11 +169,12 @@ KVINJECT_PROBE_NAMESPACE = "default"
 
 
 def _mutate_probe() -> dict[str, Any]:
-    return pod_manifest(KVINJECT_PROBE_NAMESPACE, {K + "secret-probe": "!"})
+    # The ServiceAccount admission plugin runs before webhooks: name one that exists.
+    return pod_manifest(KVINJECT_PROBE_NAMESPACE, {K + "secret-probe": "!"}, serviceAccountName="default")
 
 
 def _validate_probe() -> dict[str, Any]:
-    pod = pod_manifest(KVINJECT_PROBE_NAMESPACE, {})
+    pod = pod_manifest(KVINJECT_PROBE_NAMESPACE, {}, serviceAccountName="default")
     del pod["metadata"]["labels"]
     pod["spec"]["volumes"] = [
         {
