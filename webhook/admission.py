@@ -239,7 +239,8 @@ class Mutator:
         """Create the generated class (never on a dry run); one that exists already must be exactly it."""
         name = generated["metadata"]["name"]
         if dry_run:
-            stored = await self.lookups.provider_class(namespace, name)
+            # From the cache only: a dry run creates nothing, and the real create checks the stored class again.
+            stored = self.cluster.provider_classes.get((namespace, name))
         else:
             try:
                 stored = await self.cluster.ensure_provider_class(generated)
