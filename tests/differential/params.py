@@ -323,10 +323,19 @@ def class_parameters(draw: Draw) -> dict[str, str]:
 
 
 @st.composite
+def attribute_overrides(draw: Draw) -> dict[str, str]:
+    """volumeAttributes beyond the class name: one or two parameters of the class overridden, or a driver key."""
+    overrides: dict[str, str] = {}
+    for _ in range(draw(st.integers(1, 2))):
+        key = pick(draw, PARAMETER_KEYS) if chance(draw, 90) else pick(draw, LOOKALIKE_KEYS + DRIVER_KEYS)
+        overrides[key] = parameter_value(draw, key)
+    return overrides
+
+
+@st.composite
 def volume_attributes(draw: Draw) -> dict[str, str]:
     """A csi volume's volumeAttributes: the class name, sometimes overriding parameters of the class."""
     attributes = {"secretProviderClass": pick(draw, ("kv", "payments-kv"))}
-    for _ in range(draw(st.integers(1, 2)) if chance(draw, 35) else 0):
-        key = pick(draw, PARAMETER_KEYS) if chance(draw, 90) else pick(draw, LOOKALIKE_KEYS + DRIVER_KEYS)
-        attributes[key] = parameter_value(draw, key)
+    if chance(draw, 35):
+        attributes.update(draw(attribute_overrides()))
     return attributes
