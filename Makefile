@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries bench-tools bench bench-policy soak fuzz clean
+.PHONY: install run test lint unit e2e-binaries provider-view bench-tools bench bench-policy soak fuzz clean
 
 install: $(STAMP)
 
@@ -31,6 +31,11 @@ unit: install
 e2e-binaries:
 	tests/e2e/build_binaries.sh
 
+# The Azure provider's own reading of SecretProviderClass parameters (the oracle of
+# tests/differential), from its Go module, cached in ~/.cache/kvinject like the e2e binaries.
+provider-view:
+	tests/provider_view/build.sh >/dev/null
+
 # vegeta (constant-rate load generator) from its Go module, cached like the e2e binaries.
 bench-tools: install
 	bench/build_tools.sh
@@ -44,7 +49,7 @@ bench: install e2e-binaries bench-tools
 	tests/isolated.sh $(BIN)/python bench/apiserver_latency.py
 
 # Every tier, inside a loopback-only network namespace where the machine allows one.
-test: lint e2e-binaries bench-tools
+test: lint e2e-binaries provider-view bench-tools
 	tests/isolated.sh $(BIN)/python -m pytest
 
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).

@@ -5,7 +5,8 @@ built in layers, each drawn with explicit odds so that most requests get past th
 label and reach the annotation contract, the cluster lookups, the planner and the policy:
 
 - shape: an AdmissionReview v1 around a pod as a controller sends it (`tests.helpers.controller_pod`), with
-  random containers, init and ephemeral containers, volumes, env, envFrom and securityContext; now and then
+  random containers, init and ephemeral containers, volumes (csi volumes now and then with volumeAttributes that
+  override Azure provider parameters: `tests.differential.params`), env, envFrom and securityContext; now and then
   another operation, kind, sub-resource, namespace, a hostile uid, a dry run, a null object;
 - values: a pod is either *valid* (every string from the annotation grammar or from names the golden cluster
   knows) or *hostile* (about a third of its strings are hostile text: RTL and zero-width characters, lone
@@ -28,6 +29,7 @@ from typing import Any
 import orjson
 from hypothesis import strategies as st
 
+from tests.differential.params import attribute_overrides
 from tests.helpers import admission_review, controller_pod
 from webhook import contract, plan
 from webhook.spc import DRIVER
@@ -307,6 +309,8 @@ def volumes(draw: Draw, hostile: bool = False) -> dict[str, Any]:
     shape = draw(st.integers(0, 4))
     if shape == 0:
         attributes = {"secretProviderClass": pick(draw, st.sampled_from(PROVIDER_CLASSES), hostile)}
+        if chance(draw, 20):  # parameters of the class overridden by the volume (the Azure provider reads both)
+            attributes.update(draw(attribute_overrides()))
         csi = {"driver": DRIVER if chance(draw, 80) else "other.csi.k8s.io", "volumeAttributes": attributes}
         return {"name": name, "csi": {**csi, "readOnly": draw(st.booleans())}}
     if shape == 1:
