@@ -227,17 +227,7 @@ def read(params: Mapping[str, str]) -> View:
     if user_assigned:
         _identifier(USER_ASSIGNED_IDENTITY_ID, user_assigned)
 
-    mode: IdentityMode
-    if use_pod_identity and use_vm_identity:
-        raise Unreadable(f"{USE_POD_IDENTITY} and {USE_VM_MANAGED_IDENTITY} are both true (the provider refuses both)")
-    if use_pod_identity:
-        mode = "pod-identity"
-    elif use_vm_identity:
-        mode = "vm-managed-identity"
-    elif client_id:
-        mode = "workload"
-    else:
-        mode = "service-principal"
+    mode = _mode(use_pod_identity, use_vm_identity, client_id)
 
     cloud_name, cloud, cloud_env_file_name = _cloud(params)
     objects = _objects(params)
@@ -252,6 +242,25 @@ def read(params: Mapping[str, str]) -> View:
         cloud_env_file_name=cloud_env_file_name,
         objects=objects,
     )
+
+
+def identity_mode(params: Mapping[str, str]) -> IdentityMode:
+    """Only the identity the provider would authenticate as (what `read` would say), or Unreadable."""
+    return _mode(
+        _boolean(params, USE_POD_IDENTITY), _boolean(params, USE_VM_MANAGED_IDENTITY), _scalar(params, CLIENT_ID)
+    )
+
+
+def _mode(use_pod_identity: bool, use_vm_identity: bool, client_id: str) -> IdentityMode:
+    if use_pod_identity and use_vm_identity:
+        raise Unreadable(f"{USE_POD_IDENTITY} and {USE_VM_MANAGED_IDENTITY} are both true (the provider refuses both)")
+    if use_pod_identity:
+        return "pod-identity"
+    if use_vm_identity:
+        return "vm-managed-identity"
+    if client_id:
+        return "workload"
+    return "service-principal"
 
 
 # ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 import yaml
 
+from webhook import provider_view
 from webhook.contract import InjectionRequest, ObjectRef, ObjectType
 from webhook.model import SecretProviderClass, ServiceAccount
 
@@ -53,7 +54,7 @@ def build(
         "usePodIdentity": "false",
         "useVMManagedIdentity": "false",
         "clientID": client_id,
-        "tenantId": tenant_id,
+        "tenantID": tenant_id,
         "keyvaultName": request.objects[0].ref.vault,
         "objects": _objects_parameter(request),
     }
@@ -134,41 +135,52 @@ def _parse_objects(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
 
 
 def declared_objects(
-    found: SecretProviderClass, client_id: str, allow_node_identity: bool = False, allow_pod_identity: bool = False
+    found: SecretProviderClass,
+    client_id: str,
+    allow_node_identity: bool = False,
+    allow_pod_identity: bool = False,
+    attributes: dict[str, str] | None = None,
 ) -> tuple[list[ObjectRef], list[str]]:
     """The objects an Azure SecretProviderClass would read, and what is wrong with how it reads them.
 
-    It must use workload identity with the pod's client id: node identity and
-    aad-pod-identity would read with an identity policy knows nothing about.
+    Judged as the Azure provider reads the parameters the CSI driver hands it (the class's, with the
+    volume's `attributes` over them): anything it cannot read exactly is a problem. It must use workload
+    identity with the pod's client id: node identity, aad-pod-identity and service-principal credentials
+    would read with an identity policy knows nothing about.
     """
     where = f"SecretProviderClass {found.namespace}/{found.name}"
-    params = found.parameters
-    problems: list[str] = []
-    if params.get("useVMManagedIdentity", "").lower() == "true" and not allow_node_identity:
-        problems.append(f"{where} reads with the node's managed identity (useVMManagedIdentity), which is not allowed")
-    elif params.get("usePodIdentity", "").lower() == "true" and not allow_pod_identity:
-        problems.append(f"{where} uses aad-pod-identity (usePodIdentity), which is not allowed")
-    elif (
-        params.get("useVMManagedIdentity", "").lower() != "true" and params.get("usePodIdentity", "").lower() != "true"
-    ):
-        theirs = params.get("clientID", "").lower()
-        if theirs != client_id.lower():
-            problems.append(
-                f"{where} reads as client id {theirs or '(none)'}, not {client_id}, the workload identity"
-                " of the pod's ServiceAccount"
-            )
-    vault = params.get("keyvaultName", "")
-    refs: list[ObjectRef] = []
+    params = provider_view.effective_parameters(found.parameters, attributes or {})
     try:
-        entries = objects_of(params)
-    except (ValueError, yaml.YAMLError) as exc:
-        problems.append(f"{where} has unreadable parameters.objects: {exc}")
-        entries = []
-    for entry in entries:
+        mode = provider_view.identity_mode(params)
+    except provider_view.Unreadable as exc:
+        return [], [f"{where} cannot be judged as the Azure provider reads it: {exc.reason}"]
+    problems: list[str] = []
+    if mode == "vm-managed-identity" and not allow_node_identity:
+        problems.append(f"{where} reads with the node's managed identity (useVMManagedIdentity), which is not allowed")
+    elif mode == "pod-identity" and not allow_pod_identity:
+        problems.append(f"{where} uses aad-pod-identity (usePodIdentity), which is not allowed")
+    elif mode == "service-principal":
+        problems.append(
+            f"{where} sets no clientID: the provider would read with service-principal credentials from the"
+            " volume's nodePublishSecretRef, not the pod's workload identity"
+        )
+    try:
+        view = provider_view.read(params)
+    except provider_view.Unreadable as exc:
+        return [], [*problems, f"{where} cannot be judged as the Azure provider reads it: {exc.reason}"]
+    if mode == "workload" and view.client_id.lower() != client_id.lower():
+        problems.append(
+            f"{where} reads as client id {view.client_id[:64]}, not {client_id}, the workload identity"
+            " of the pod's ServiceAccount"
+        )
+    refs: list[ObjectRef] = []
+    for entry in view.objects:
         try:
-            kind = ObjectType(entry.get("objectType") or "secret")
+            kind = ObjectType(entry.object_type or "secret")
         except ValueError:
-            problems.append(f"{where} has object {entry['objectName']} of unknown type {entry.get('objectType')}")
+            problems.append(f"{where} has object {entry.object_name} of unknown type {entry.object_type[:16]!r}")
             continue
-        refs.append(ObjectRef(vault=vault, name=entry["objectName"], type=kind, version=entry.get("objectVersion", "")))
+        refs.append(
+            ObjectRef(vault=view.keyvault_name, name=entry.object_name, type=kind, version=entry.object_version)
+        )
     return refs, problems

@@ -7,7 +7,6 @@ workload's synced Secret, and a later webhook changing what kvinject injected.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from typing import Any
 
@@ -231,11 +230,13 @@ class Validator:
             ]
         if found.provider != "azure":
             return findings  # another provider's objects are not Key Vault's, nor this policy's
-        if volume.overrides:
-            # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
-            found = dataclasses.replace(found, parameters={**found.parameters, **volume.attributes})
+        # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
         refs, problems = spc.declared_objects(
-            found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
+            found,
+            who.client_id,
+            self.settings.allow_node_identity,
+            self.settings.allow_pod_identity,
+            volume.attributes,
         )
         findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
         decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))

@@ -262,6 +262,7 @@ async def test_a_synced_secret_whose_class_is_unreadable_is_denied() -> None:
                 "parameters": {
                     "clientID": "11111111-2222-3333-4444-555555555555",
                     "keyvaultName": "payments-kv",
+                    "tenantID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
                     "objects": "array: [: :",
                 },
                 "secretObjects": [
@@ -276,7 +277,7 @@ async def test_a_synced_secret_whose_class_is_unreadable_is_denied() -> None:
     assert (
         "Secret team-config holds Key Vault objects synced by SecretProviderClass broken" in answer["status"]["message"]
     )
-    assert "unreadable parameters.objects" in answer["status"]["message"]
+    assert "cannot be judged as the Azure provider reads it: objects" in answer["status"]["message"], answer
 
 
 INIT_POD = {"kvinject.io/mode": "init", "kvinject.io/secret-db-password": "db-password"}

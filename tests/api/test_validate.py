@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import RELAXABLE, admission_review, apply, controller_pod, golden_cluster
+from tests.helpers import RELAXABLE, TENANT_ID, admission_review, apply, controller_pod, golden_cluster
 from webhook import review
 from webhook.app import create_app
 from webhook.cluster import FileCluster
@@ -210,7 +210,7 @@ async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: boo
             "metadata": {"name": "node-identity", "namespace": namespace},
             "spec": {
                 "provider": "azure",
-                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv"},
+                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv", "tenantID": TENANT_ID},
             },
         },
     )
@@ -232,7 +232,7 @@ async def test_enforcement_labels_do_not_loosen_outside_the_allowlist(namespace:
             "metadata": {"name": "node-identity", "namespace": namespace},
             "spec": {
                 "provider": "azure",
-                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv"},
+                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv", "tenantID": TENANT_ID},
             },
         },
     )

@@ -40,7 +40,7 @@ def test_deployment_from_examples_is_injected(control_plane: ControlPlane, kvinj
     generated = classes[name]
     sa = get_json(cp, "serviceaccount", "api", "-n", "payments")
     params = generated["spec"]["parameters"]
-    assert params["clientID"] == CLIENT_ID and params["tenantId"] == TENANT_ID
+    assert params["clientID"] == CLIENT_ID and params["tenantID"] == TENANT_ID
     assert params["keyvaultName"] == "payments-kv"
     assert sorted(o["objectAlias"] for o in spc.objects_of(params)) == ["db-password", "tls.pem"]
     assert generated["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvinject"

@@ -22,7 +22,7 @@ def test_holds_exactly_the_requested_objects() -> None:
     params = obj["spec"]["parameters"]
     assert params["keyvaultName"] == "payments-kv"
     assert params["clientID"] == CLIENT_ID
-    assert params["tenantId"] == TENANT_ID
+    assert params["tenantID"] == TENANT_ID and "tenantId" not in params
     assert params["usePodIdentity"] == "false"
     assert params["useVMManagedIdentity"] == "false"
     assert spc.objects_of(params) == [
