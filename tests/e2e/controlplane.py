@@ -660,7 +660,10 @@ class ControlPlane:
                 f"--cluster-signing-cert-file={self.ca_file}",
                 f"--cluster-signing-key-file={self.ca_key_file}",
                 "--controllers=*",
-                "--use-service-account-credentials=false",
+                # Each controller acts as its own kube-system ServiceAccount, as in kubeadm and managed
+                # clusters: admission sees the garbage collector and the namespace controller by name
+                # (kvinject's ValidatingAdmissionPolicy lets exactly those two delete generated classes).
+                "--use-service-account-credentials=true",
                 "--leader-elect=false",
                 "--profiling=false",
                 *self._extra_kcm_args,

@@ -9,6 +9,7 @@ from typing import Any
 import yaml
 
 from tests.helpers import ROOT
+from webhook import verify
 
 BASE = ROOT / "manifests" / "base"
 
@@ -89,3 +90,67 @@ def test_token_permission_only_in_the_live_verification_overlay() -> None:
         for p in Path(ROOT / "manifests").rglob("*.yaml")
         if "live-verification" not in str(p)
     )
+
+
+OVERLAY = ROOT / "manifests" / "overlays" / "live-verification"
+KVINJECT_SA = "system:serviceaccount:kvinject:kvinject"
+
+
+def kustomization(directory: Path) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    return doc
+
+
+def policy_and_binding(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    docs = {d["kind"]: d for d in yaml.safe_load_all(path.read_text()) if d}
+    assert set(docs) == {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+    policy, binding = docs["ValidatingAdmissionPolicy"], docs["ValidatingAdmissionPolicyBinding"]
+    assert policy["apiVersion"] == binding["apiVersion"] == "admissionregistration.k8s.io/v1"
+    assert policy["spec"]["failurePolicy"] == "Fail"
+    assert binding["spec"] == {"policyName": policy["metadata"]["name"], "validationActions": ["Deny"]}
+    return policy, binding
+
+
+def test_reserved_provider_classes_policy_is_in_the_base() -> None:
+    base = kustomization(BASE)
+    assert "reserved-provider-classes.yaml" in base["resources"]
+    # kustomize would give the cluster-scoped policy the base's namespace (kubernetes-sigs/kustomize#6051).
+    (transformer,) = [yaml.safe_load(t) for t in base["transformers"]]
+    assert transformer["target"]["kind"] == "ValidatingAdmissionPolicy|ValidatingAdmissionPolicyBinding"
+    assert yaml.safe_load(transformer["patch"]) == [{"op": "remove", "path": "/metadata/namespace"}]
+    policy, _ = policy_and_binding(BASE / "reserved-provider-classes.yaml")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert rule["apiGroups"] == ["secrets-store.csi.x-k8s.io"] and rule["resources"] == ["secretproviderclasses"]
+    assert rule["operations"] == ["CREATE", "UPDATE", "DELETE"]
+    assert "matchConditions" not in policy["spec"]  # every SecretProviderClass request is judged
+    variables = {v["name"]: v["expression"] for v in policy["spec"]["variables"]}
+    for name, obj in (("newReserved", "object"), ("oldReserved", "oldObject")):  # the old object counts too
+        assert f"{obj}.metadata.name.startsWith('kvinject-')" in variables[name]
+        assert f"{obj}.metadata.labels['app.kubernetes.io/managed-by'] == 'kvinject'" in variables[name]
+    (validation,) = policy["spec"]["validations"]
+    expression = " ".join(validation["expression"].split())
+    assert f"request.userInfo.username == '{KVINJECT_SA}'" in expression
+    # Only deletions are open to the two controllers that clean up after owners and namespaces.
+    assert "(request.operation == 'DELETE' && request.userInfo.username in [" in expression
+    assert expression.count("system:serviceaccount:") == 3
+    assert "generic-garbage-collector" in expression and "namespace-controller" in expression
+
+
+def test_token_request_policy_is_in_the_live_verification_overlay_only() -> None:
+    assert kustomization(OVERLAY)["resources"] == ["../../base", "token-request-policy.yaml"]
+    assert not any("kvinject-token-requests" in p.read_text() for p in BASE.glob("*.yaml"))
+    policy, _ = policy_and_binding(OVERLAY / "token-request-policy.yaml")
+    (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
+    assert (rule["apiGroups"], rule["resources"], rule["operations"]) == ([""], ["serviceaccounts/token"], ["CREATE"])
+    (condition,) = policy["spec"]["matchConditions"]
+    assert condition["expression"] == f"request.userInfo.username == '{KVINJECT_SA}'"
+    expressions = " ".join(" ".join(v["expression"].split()) for v in policy["spec"]["validations"])
+    assert "object.spec.audiences == ['api://AzureADTokenExchange']" in expressions
+    assert "object.spec.expirationSeconds <= 600" in expressions
+    assert "object.spec.boundObjectRef == null" in expressions
+    assert "['kube-system', 'kube-public', 'kube-node-lease', 'kvinject']" in expressions
+    assert all(v.get("message") for v in policy["spec"]["validations"])
+
+
+def test_token_policy_matches_what_live_verification_requests() -> None:
+    assert verify.AUDIENCE == "api://AzureADTokenExchange" and verify.TOKEN_SECONDS <= 600

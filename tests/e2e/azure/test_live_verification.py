@@ -113,9 +113,11 @@ def live(
     tmp_path: Path,
     namespace: str,
 ) -> Iterator[Live]:
-    # The overlay's ClusterRole (TokenRequest) for kvinject's ServiceAccount; the rest is the base, already applied.
+    # The overlay's ClusterRole (TokenRequest) for kvinject's ServiceAccount and the policy that narrows which tokens
+    # it may ask for (its requests must pass it); the rest is the base, already applied.
     overlay = control_plane.kubectl("kustomize", str(MANIFESTS / "overlays" / "live-verification")).stdout
-    apply_docs(control_plane, pick([d for d in yaml.safe_load_all(overlay) if d], "ClusterRole"))
+    kinds = ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    apply_docs(control_plane, pick([d for d in yaml.safe_load_all(overlay) if d], *kinds))
     ctx = ssl.create_default_context(cafile=str(control_plane.ca_file))
     ctx.load_cert_chain(str(control_plane.admin_cert), str(control_plane.admin_key))
     entra.trust_issuer(control_plane.issuer, JwksSource(url=f"{control_plane.url}/openid/v1/jwks", ssl_context=ctx))
