@@ -7,6 +7,7 @@ are skipped locally and fail under CI (``CI=true``).
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -32,6 +33,8 @@ from tests.e2e.webhook_harness import (
 from tests.helpers import CLIENT_ID, TENANT_ID
 
 E2E_DIR = Path(__file__).resolve().parent
+# Namespaces whose kvinject.io/enforcement label may loosen enforcement on the session's kvinject.
+RELAXABLE_NAMESPACES = ["e2e-relaxable-warn", "e2e-relaxable-audit"]
 EVENTS: list[str] = []  # the cluster's events, collected before the control plane stops
 
 
@@ -125,7 +128,8 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     control_plane.kubectl("apply", "-k", str(MANIFESTS))
     control_plane.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
     kubeconfig = service_account_kubeconfig(control_plane, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
-    server = KvinjectServer(workdir, kubeconfig, env={"KVINJECT_TENANT_ID": TENANT_ID}).start()
+    env = {"KVINJECT_TENANT_ID": TENANT_ID, "KVINJECT_RELAXABLE_NAMESPACES": json.dumps(RELAXABLE_NAMESPACES)}
+    server = KvinjectServer(workdir, kubeconfig, env=env).start()
     configs = [
         webhook_configuration(docs, kind, server.url, server.ca_bundle)
         for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")

@@ -274,8 +274,9 @@ def test_later_webhook_swapping_the_service_account_is_denied(
     assert "the pod was changed after kvinject injected it (its ServiceAccount is now swapped)" in result.stderr
 
 
-def namespace_with_mode(cp: ControlPlane, mode: str) -> str:
-    name = f"e2e-{mode}-{uuid.uuid4().hex[:6]}"
+def namespace_with_mode(cp: ControlPlane, mode: str, relaxable: bool = True) -> str:
+    """A namespace labelled with `mode`; on the session server's allowlist (RELAXABLE_NAMESPACES) or not."""
+    name = f"e2e-relaxable-{mode}" if relaxable else f"e2e-{mode}-{uuid.uuid4().hex[:6]}"
     cp.kubectl("create", "namespace", name)
     cp.kubectl("label", "namespace", name, f"kvinject.io/enforcement={mode}")
     apply_docs(cp, [service_account(name, "api", CLIENT_ID)])  # federated nowhere
@@ -305,6 +306,17 @@ def test_warn_and_audit_modes_admit_with_findings(
     warned = f"kvinject ({mode} mode) would deny: " in result.stderr and f"{ns}/api" in result.stderr
     assert warned is (mode == "warn"), result.stderr
     assert policy_metric(kvinject, "would-deny") >= before + 1
+    control_plane.kubectl("delete", "namespace", ns, "--wait=false")
+
+
+@pytest.mark.parametrize("mode", ["warn", "audit"])
+def test_a_loosening_label_outside_the_allowlist_changes_nothing(control_plane: ControlPlane, mode: str) -> None:
+    """An app team that can label its namespace cannot switch enforcement off for itself."""
+    ns = namespace_with_mode(control_plane, mode, relaxable=False)
+    result = create(control_plane, pod_manifest(ns, {K + "secret-db": "shape-kv/db"}), check=False)
+    assert result.returncode != 0
+    assert 'admission webhook "mutate.kvinject.io" denied the request' in result.stderr
+    assert f"ServiceAccount {ns}/api" in result.stderr
     control_plane.kubectl("delete", "namespace", ns, "--wait=false")
 
 
