@@ -12,7 +12,6 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-import yaml
 
 from webhook import provider_view
 from webhook.contract import InjectionRequest, ObjectRef, ObjectType
@@ -111,27 +110,14 @@ def differences(stored: SecretProviderClass, expected: dict[str, Any]) -> list[s
     return found
 
 
-def objects_of(parameters: dict[str, str]) -> list[dict[str, str]]:
-    """Parse an Azure SecretProviderClass's `objects` parameter; raises ValueError if malformed."""
-    return [dict(entry) for entry in _parse_objects(parameters.get("objects") or "")]
-
-
-@lru_cache(maxsize=4096)
-def _parse_objects(text: str) -> tuple[tuple[tuple[str, str], ...], ...]:
-    # YAML parsing dominates validation; classes are few and immutable, so parse each text once.
-    if not text.strip():
-        return ()
-    doc = yaml.safe_load(text)
-    array = doc.get("array") if isinstance(doc, dict) else None
-    if not isinstance(array, list):
-        raise ValueError("parameters.objects has no 'array' list")
-    result = []
-    for item in array:
-        entry = yaml.safe_load(item) if isinstance(item, str) else item
-        if not isinstance(entry, dict) or not entry.get("objectName"):
-            raise ValueError("parameters.objects has an entry without objectName")
-        result.append(tuple((str(k), "" if v is None else str(v)) for k, v in entry.items()))
-    return tuple(result)
+@lru_cache(maxsize=512)
+def _view(params: tuple[tuple[str, str], ...]) -> provider_view.View | provider_view.Unreadable:
+    """The provider's view of one parameter set, parsed once: every pod of a Deployment mounts the same class,
+    and a class at the size limit costs a parse of 64 KiB of YAML (bounded, but not to be repeated per pod)."""
+    try:
+        return provider_view.read(dict(params))
+    except provider_view.Unreadable as exc:
+        return exc
 
 
 def declared_objects(
@@ -164,10 +150,9 @@ def declared_objects(
             f"{where} sets no clientID: the provider would read with service-principal credentials from the"
             " volume's nodePublishSecretRef, not the pod's workload identity"
         )
-    try:
-        view = provider_view.read(params)
-    except provider_view.Unreadable as exc:
-        return [], [*problems, f"{where} cannot be judged as the Azure provider reads it: {exc.reason}"]
+    view = _view(tuple(sorted(params.items())))
+    if isinstance(view, provider_view.Unreadable):
+        return [], [*problems, f"{where} cannot be judged as the Azure provider reads it: {view.reason}"]
     if mode == "workload" and view.client_id.lower() != client_id.lower():
         problems.append(
             f"{where} reads as client id {view.client_id[:64]}, not {client_id}, the workload identity"

@@ -6,8 +6,8 @@ import pytest
 import yaml
 
 from tests.helpers import CLIENT_ID, TENANT_ID
-from webhook import contract, spc
-from webhook.model import ServiceAccount
+from webhook import contract, provider_view, spc
+from webhook.model import SecretProviderClass, ServiceAccount
 
 K = "kvinject.io/"
 SA = ServiceAccount("payments", "api", "uid-1", CLIENT_ID, TENANT_ID)
@@ -25,10 +25,12 @@ def test_holds_exactly_the_requested_objects() -> None:
     assert params["tenantID"] == TENANT_ID and "tenantId" not in params
     assert params["usePodIdentity"] == "false"
     assert params["useVMManagedIdentity"] == "false"
-    assert spc.objects_of(params) == [
-        {"objectName": "db-password", "objectAlias": "db-password", "objectType": "secret", "objectVersion": ""},
-        {"objectName": "api-tls", "objectAlias": "tls.pem", "objectType": "cert", "objectVersion": "abc123"},
+    view = provider_view.read(params)  # as the Azure provider reads it
+    assert [(o.object_name, o.object_alias, o.object_type, o.object_version) for o in view.objects] == [
+        ("db-password", "db-password", "secret", ""),
+        ("api-tls", "tls.pem", "cert", "abc123"),
     ]
+    assert (view.identity_mode, view.client_id, view.tenant_id) == ("workload", CLIENT_ID, TENANT_ID)
     assert "secretObjects" not in obj["spec"]
 
 
@@ -92,11 +94,16 @@ def test_name_is_stable_and_independent_of_annotation_order() -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "array: nope", "array:\n  - |\n    objectType: secret\n"], ids=["empty", "not-list", "no-name"]
+    "text", ["array: nope", "array:\n  - |\n    objectType: secret\n"], ids=["not-list", "no-name"]
 )
-def test_objects_of_rejects_or_empties(text: str) -> None:
-    if not text:
-        assert spc.objects_of({"objects": text}) == []
-    else:
-        with pytest.raises(ValueError):
-            spc.objects_of({"objects": text})
+def test_unreadable_objects_are_problems(text: str) -> None:
+    found = SecretProviderClass(
+        "payments",
+        "c",
+        "azure",
+        {"clientID": CLIENT_ID, "tenantID": TENANT_ID, "keyvaultName": "kv1", "objects": text},
+        [],
+        {},
+    )
+    refs, problems = spc.declared_objects(found, CLIENT_ID)
+    assert refs == [] and len(problems) == 1 and "cannot be judged as the Azure provider reads it" in problems[0]
