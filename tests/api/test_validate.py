@@ -199,9 +199,8 @@ async def test_dry_run_injection_validates_against_the_class_it_would_create() -
     assert cluster.created == []
 
 
-@pytest.mark.parametrize(("namespace", "warned"), [("sandbox", True), ("observed", False)], ids=["warn", "audit"])
-async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: bool) -> None:
-    pod = hand_written(volumes=[csi_volume("node-identity")])
+def node_identity_in(namespace: str) -> tuple[dict[str, Any], FileCluster]:
+    """A hand-written pod mounting a node-identity class of `namespace`, and the golden cluster holding it."""
     cluster = golden_cluster()
     cluster.apply(
         "ADDED",
@@ -214,6 +213,12 @@ async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: boo
             },
         },
     )
+    return hand_written(volumes=[csi_volume("node-identity")]), cluster
+
+
+@pytest.mark.parametrize(("namespace", "warned"), [("sandbox", True), ("observed", False)], ids=["warn", "audit"])
+async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: bool) -> None:
+    pod, cluster = node_identity_in(namespace)
     answer = await post("/validate", admission_review(pod, namespace=namespace), cluster)
     assert answer["allowed"] is True
     mode = "warn" if warned else "audit"
@@ -223,19 +228,7 @@ async def test_warn_and_audit_modes_let_pods_through(namespace: str, warned: boo
 
 @pytest.mark.parametrize("namespace", ["sandbox", "observed"])
 async def test_enforcement_labels_do_not_loosen_outside_the_allowlist(namespace: str) -> None:
-    pod = hand_written(volumes=[csi_volume("node-identity")])
-    cluster = golden_cluster()
-    cluster.apply(
-        "ADDED",
-        {
-            "kind": "SecretProviderClass",
-            "metadata": {"name": "node-identity", "namespace": namespace},
-            "spec": {
-                "provider": "azure",
-                "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "payments-kv", "tenantID": TENANT_ID},
-            },
-        },
-    )
+    pod, cluster = node_identity_in(namespace)
     answer = await post("/validate", admission_review(pod, namespace=namespace), cluster, Settings())
     assert answer["allowed"] is False
     assert "useVMManagedIdentity" in answer["status"]["message"]

@@ -17,24 +17,13 @@ import pytest
 import yaml
 
 from tests.e2e.controlplane import ControlPlane
+from tests.e2e.test_policy import service_account
 from tests.e2e.test_reserved_names import ALICE, POLICY, as_user, new_namespace, wait_for_policy
 from tests.e2e.webhook_harness import K, KvinjectServer, access_policy, apply_docs, get_json, wait_for
 from tests.helpers import CLIENT_ID, TENANT_ID
 
 BILLING = "99999999-8888-7777-6666-555555555555"
 DRIVER = "secrets-store.csi.k8s.io"
-
-
-def service_account(namespace: str, name: str, client_id: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"azure.workload.identity/client-id": client_id},
-        },
-    }
 
 
 def provider_class(namespace: str, name: str, client_id: str, vault: str, **extra: Any) -> dict[str, Any]:
