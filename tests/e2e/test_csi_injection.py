@@ -11,7 +11,7 @@ import yaml
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import K, KvinjectServer, create, get_json, pod_manifest, provider_classes, wait_for
 from tests.helpers import CLIENT_ID, EXAMPLES, TENANT_ID
-from webhook import spc
+from webhook import provider_view
 
 
 def test_deployment_from_examples_is_injected(control_plane: ControlPlane, kvinject: KvinjectServer) -> None:
@@ -42,7 +42,7 @@ def test_deployment_from_examples_is_injected(control_plane: ControlPlane, kvinj
     params = generated["spec"]["parameters"]
     assert params["clientID"] == CLIENT_ID and params["tenantID"] == TENANT_ID
     assert params["keyvaultName"] == "payments-kv"
-    assert sorted(o["objectAlias"] for o in spc.objects_of(params)) == ["db-password", "tls.pem"]
+    assert sorted(o.object_alias for o in provider_view.read(params).objects) == ["db-password", "tls.pem"]
     assert generated["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "kvinject"
     assert generated["metadata"]["ownerReferences"][0]["uid"] == sa["metadata"]["uid"]
     assert generated["spec"]["secretObjects"][0]["secretName"] == name
