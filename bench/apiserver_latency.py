@@ -32,7 +32,7 @@ from tests.e2e.webhook_harness import (
     federated_namespace,
     rendered_manifests,
     service_account_kubeconfig,
-    webhook_configuration,
+    webhook_configurations,
 )
 
 K = "kvinject.io/"
@@ -102,10 +102,7 @@ def main() -> int:
             server = KvinjectServer(Path(tmp) / "kvinject", kubeconfig, env={"KVINJECT_LOG_LEVEL": "WARNING"}).start()
             try:
                 docs = rendered_manifests(cp)
-                configs = [
-                    webhook_configuration(docs, kind, server.url, server.ca_bundle)
-                    for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
-                ]
+                configs = webhook_configurations(docs, server.url, server.ca_bundle)
                 cp.kubectl("create", "-f", "-", input=yaml.safe_dump_all(configs))
                 time.sleep(2)
                 timings(client, ns, 20)  # warm-up: connections, caches

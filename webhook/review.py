@@ -45,6 +45,15 @@ class Request:
         return self.group == "" and self.kind == "Pod" and self.operation == "CREATE" and not self.sub_resource
 
     @property
+    def is_provider_class_write(self) -> bool:
+        return (
+            self.group == "secrets-store.csi.x-k8s.io"
+            and self.kind == "SecretProviderClass"
+            and self.operation in ("CREATE", "UPDATE")
+            and not self.sub_resource
+        )
+
+    @property
     def is_ephemeral_update(self) -> bool:
         """Ephemeral containers added to a running pod (`kubectl debug`)."""
         return (

@@ -120,6 +120,40 @@ def _view(params: tuple[tuple[str, str], ...]) -> provider_view.View | provider_
         return exc
 
 
+def _identity(
+    where: str, params: dict[str, str], allow_node_identity: bool, allow_pod_identity: bool
+) -> tuple[provider_view.IdentityMode | None, list[str]]:
+    """The identity the provider would read with, and why it is not the pod's workload identity."""
+    try:
+        mode = provider_view.identity_mode(params)
+    except provider_view.Unreadable as exc:
+        return None, [f"{where} cannot be judged as the Azure provider reads it: {exc.reason}"]
+    problems: list[str] = []
+    if mode == "vm-managed-identity" and not allow_node_identity:
+        problems.append(f"{where} reads with the node's managed identity (useVMManagedIdentity), which is not allowed")
+    elif mode == "pod-identity" and not allow_pod_identity:
+        problems.append(f"{where} uses aad-pod-identity (usePodIdentity), which is not allowed")
+    elif mode == "service-principal":
+        problems.append(
+            f"{where} sets no clientID: the provider would read with service-principal credentials from the"
+            " volume's nodePublishSecretRef, not the pod's workload identity"
+        )
+    return mode, problems
+
+
+def identity_problems(found: SecretProviderClass, allow_node_identity: bool, allow_pod_identity: bool) -> list[str]:
+    """What is wrong with an Azure class on its own (before any pod): an identity other than workload identity,
+    or parameters the provider would read otherwise than kvinject."""
+    where = f"SecretProviderClass {found.namespace}/{found.name}"
+    mode, problems = _identity(where, found.parameters, allow_node_identity, allow_pod_identity)
+    if mode is None:
+        return problems
+    view = _view(tuple(sorted(found.parameters.items())))
+    if isinstance(view, provider_view.Unreadable):
+        problems.append(f"{where} cannot be judged as the Azure provider reads it: {view.reason}")
+    return problems
+
+
 def declared_objects(
     found: SecretProviderClass,
     client_id: str,
@@ -136,20 +170,9 @@ def declared_objects(
     """
     where = f"SecretProviderClass {found.namespace}/{found.name}"
     params = provider_view.effective_parameters(found.parameters, attributes or {})
-    try:
-        mode = provider_view.identity_mode(params)
-    except provider_view.Unreadable as exc:
-        return [], [f"{where} cannot be judged as the Azure provider reads it: {exc.reason}"]
-    problems: list[str] = []
-    if mode == "vm-managed-identity" and not allow_node_identity:
-        problems.append(f"{where} reads with the node's managed identity (useVMManagedIdentity), which is not allowed")
-    elif mode == "pod-identity" and not allow_pod_identity:
-        problems.append(f"{where} uses aad-pod-identity (usePodIdentity), which is not allowed")
-    elif mode == "service-principal":
-        problems.append(
-            f"{where} sets no clientID: the provider would read with service-principal credentials from the"
-            " volume's nodePublishSecretRef, not the pod's workload identity"
-        )
+    mode, problems = _identity(where, params, allow_node_identity, allow_pod_identity)
+    if mode is None:
+        return [], problems
     view = _view(tuple(sorted(params.items())))
     if isinstance(view, provider_view.Unreadable):
         return [], [*problems, f"{where} cannot be judged as the Azure provider reads it: {view.reason}"]

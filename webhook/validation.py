@@ -43,6 +43,8 @@ class Validator:
         self.mutator = Mutator(settings, cluster, metrics)
 
     async def validate(self, request: review.Request) -> Outcome:
+        if request.is_provider_class_write:
+            return await self._validate_class(request)
         ephemeral = request.is_ephemeral_update
         if not request.is_pod_create and not ephemeral:
             return Outcome(review.allowed(request.uid), "skipped")
@@ -58,6 +60,29 @@ class Validator:
             return await self._validate(request, pod)
         except Denial as denial:
             return denied_outcome(request, denial, pod)
+
+    async def _validate_class(self, request: review.Request) -> Outcome:
+        """A SecretProviderClass written or changed: the driver re-reads it at every mount and rotation, so a
+        class that pods were admitted with must not turn later into one that reads with another identity."""
+        obj = request.object
+        if obj is None or not isinstance(obj.get("spec"), dict) or not isinstance(obj.get("metadata"), dict):
+            return denied_outcome(request, Denial("request.object is not a SecretProviderClass", 400, "bad-request"))
+        params = obj["spec"].get("parameters") or {}
+        if obj["spec"].get("provider") != "azure":
+            return Outcome(review.allowed(request.uid), "skipped")
+        if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
+            return denied_outcome(request, Denial("spec.parameters must map names to strings", 400, "bad-request"))
+        found = SecretProviderClass.from_object(
+            {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
+        )
+        try:
+            ns = await self.lookups.namespace(request.namespace)
+            mode, warnings = self.judge.mode(ns)
+            problems = spc.identity_problems(found, self.settings.allow_node_identity, self.settings.allow_pod_identity)
+            verdict = self.judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
+        except Denial as denial:
+            return denied_outcome(request, denial)
+        return Outcome(review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit), "allowed")
 
     async def _validate_ephemeral(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
         """Containers added to a running pod (`kubectl debug`): the Secrets they read and the secret volumes

@@ -370,3 +370,58 @@ async def test_init_objects_are_judged_for_the_current_policy() -> None:
     answer = await post("/validate", admission_review(pod), cluster)
     assert answer["allowed"] is False
     assert "init container kvinject-fetch: " in answer["status"]["message"], answer
+
+
+def class_review(parameters: dict[str, str], operation: str = "UPDATE", provider: str = "azure") -> dict[str, Any]:
+    doc = admission_review(None, operation=operation)
+    request = doc["request"]
+    request["kind"] = {"group": "secrets-store.csi.x-k8s.io", "version": "v1", "kind": "SecretProviderClass"}
+    request["resource"] = {"group": "secrets-store.csi.x-k8s.io", "version": "v1", "resource": "secretproviderclasses"}
+    request["object"] = {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": "team-spc", "namespace": "payments"},
+        "spec": {"provider": provider, "parameters": parameters},
+    }
+    return doc
+
+
+WORKLOAD = {
+    "clientID": "11111111-2222-3333-4444-555555555555",
+    "tenantID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+    "keyvaultName": "payments-kv",
+    "objects": "array:\n  - |\n    objectName: db-password\n    objectType: secret\n",
+}
+CLASS_WRITES = [
+    ("workload-identity", {}, None),
+    ("node-identity", {"useVMManagedIdentity": "true"}, "reads with the node's managed identity"),
+    ("node-identity-spelt-t", {"useVMManagedIdentity": " t "}, "reads with the node's managed identity"),
+    ("pod-identity", {"usePodIdentity": "TRUE"}, "uses aad-pod-identity"),
+    ("service-principal", {"clientID": ""}, "sets no clientID"),
+    ("bad-boolean", {"usePodIdentity": "yes"}, "cannot be judged as the Azure provider reads it"),
+    ("alias-bomb", {"objects": "a: &a [x, x]\narray: *a\n"}, "cannot be judged as the Azure provider reads it"),
+    ("lookalike-key", {"clientId": "x"}, "cannot be judged as the Azure provider reads it"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in CLASS_WRITES], ids=[c[0] for c in CLASS_WRITES])
+@pytest.mark.parametrize("operation", ["CREATE", "UPDATE"])
+async def test_class_writes_are_judged_on_their_own(
+    change: dict[str, str], message: str | None, operation: str
+) -> None:
+    answer = await post("/validate", class_review({**WORKLOAD, **change}, operation))
+    if message is None:
+        assert answer["allowed"] is True, answer
+    else:
+        assert answer["allowed"] is False and message in answer["status"]["message"], answer
+        assert "SecretProviderClass payments/team-spc" in answer["status"]["message"]
+
+
+async def test_class_writes_follow_settings_and_enforcement() -> None:
+    node = class_review({**WORKLOAD, "useVMManagedIdentity": "true"})
+    assert (await post("/validate", node, settings=Settings(allow_node_identity=True)))["allowed"] is True
+    other_provider = class_review({"roleName": "x"}, provider="vault")
+    assert (await post("/validate", other_provider))["allowed"] is True
+    node["request"]["namespace"] = "sandbox"  # warn mode, on the allowlist
+    answer = await post("/validate", node)
+    assert answer["allowed"] is True and any("would deny" in w for w in answer["warnings"]), answer

@@ -28,7 +28,7 @@ from tests.e2e.webhook_harness import (
     rendered_manifests,
     service_account_kubeconfig,
     wait_for_kvinject_webhooks,
-    webhook_configuration,
+    webhook_configurations,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
 
@@ -130,10 +130,7 @@ def kvinject(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFacto
     kubeconfig = service_account_kubeconfig(control_plane, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
     env = {"KVINJECT_TENANT_ID": TENANT_ID, "KVINJECT_RELAXABLE_NAMESPACES": json.dumps(RELAXABLE_NAMESPACES)}
     server = KvinjectServer(workdir, kubeconfig, env=env).start()
-    configs = [
-        webhook_configuration(docs, kind, server.url, server.ca_bundle)
-        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
-    ]
+    configs = webhook_configurations(docs, server.url, server.ca_bundle)
     control_plane.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
     wait_for_kvinject_webhooks(control_plane, server)
     yield server

@@ -19,7 +19,15 @@ import yaml
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.test_policy import service_account
 from tests.e2e.test_reserved_names import ALICE, POLICY, as_user, new_namespace, wait_for_policy
-from tests.e2e.webhook_harness import K, KvinjectServer, access_policy, apply_docs, get_json, wait_for
+from tests.e2e.webhook_harness import (
+    K,
+    KvinjectServer,
+    access_policy,
+    apply_docs,
+    class_webhook_removed,
+    get_json,
+    wait_for,
+)
 from tests.helpers import CLIENT_ID, TENANT_ID
 
 BILLING = "99999999-8888-7777-6666-555555555555"
@@ -264,10 +272,42 @@ def test_an_alias_bomb_in_a_class(control_plane: ControlPlane, team: str) -> Non
         team, "bomb", CLIENT_ID, "team-kv", parameters={"objects": "\n".join(levels) + "\narray: *a8\n"}
     )
     cp = control_plane
-    admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=bomb))
+    refused = as_user(cp, ALICE, "apply", "-o", "json", doc=bomb)
+    assert 'admission webhook "validate-classes.kvinject.io" denied the request' in refused.stderr, refused.stderr
+    assert "cannot be judged as the Azure provider reads it" in refused.stderr
+    with class_webhook_removed(cp):  # a class written before kvinject was installed
+        admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=bomb))
     message = denied(alice_creates(cp, pod(team, volumes=[csi("bomb")])))
     assert "SecretProviderClass" in message and "cannot be judged as the Azure provider reads it" in message
     assert len(message) < 16 * 1024
+
+
+CLASS_CHANGES = [
+    ("node-identity", {"useVMManagedIdentity": "true"}, "reads with the node's managed identity"),
+    ("node-identity-spelt-1", {"useVMManagedIdentity": " 1 "}, "reads with the node's managed identity"),
+    ("pod-identity", {"usePodIdentity": "True"}, "uses aad-pod-identity"),
+    ("no-client-id", {"clientID": ""}, "sets no clientID"),
+    ("unreadable-boolean", {"usePodIdentity": "yes"}, "cannot be judged as the Azure provider reads it"),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [c[1:] for c in CLASS_CHANGES], ids=[c[0] for c in CLASS_CHANGES])
+def test_an_admitted_pods_class_changed_later(
+    control_plane: ControlPlane, team: str, change: dict[str, str], message: str
+) -> None:
+    """The driver re-reads the class at every mount and rotation: pods admitted with it must not read otherwise."""
+    cp = control_plane
+    admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=provider_class(team, "team-spc", CLIENT_ID, "team-kv")))
+    admitted(alice_creates(cp, pod(team, volumes=[csi("team-spc")])))
+    changed = provider_class(team, "team-spc", CLIENT_ID, "team-kv", parameters=change)
+    refused = as_user(cp, ALICE, "apply", doc=changed)
+    assert 'admission webhook "validate-classes.kvinject.io" denied the request' in refused.stderr, refused.stderr
+    assert message in refused.stderr
+    stored = get_json(cp, "secretproviderclass", "team-spc", "-n", team)
+    assert (
+        stored["spec"]["parameters"]["clientID"] == CLIENT_ID
+        and "useVMManagedIdentity" not in stored["spec"]["parameters"]
+    )
 
 
 def test_the_legitimate_counterparts_are_admitted(control_plane: ControlPlane, team: str) -> None:

@@ -26,6 +26,7 @@ from tests.e2e.webhook_harness import (
     KvinjectServer,
     access_policy,
     apply_docs,
+    class_webhook_removed,
     create,
     dry_run,
     get_json,
@@ -98,7 +99,15 @@ def csi(name: str) -> dict[str, Any]:
 def test_hand_written_csi_volume_is_validated(
     control_plane: ControlPlane, namespace: str, parameters: dict[str, str], message: str
 ) -> None:
-    apply_docs(control_plane, [provider_class(namespace, "hand-written", **parameters)])
+    doc = provider_class(namespace, "hand-written", **parameters)
+    if "clientID" in parameters:
+        apply_docs(control_plane, [doc])
+    else:  # refused when written now; as classes written before kvinject was installed, judged at the pod
+        refused = control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
+        assert 'admission webhook "validate-classes.kvinject.io" denied the request' in refused.stderr
+        assert message in refused.stderr
+        with class_webhook_removed(control_plane):
+            apply_docs(control_plane, [doc])
     result = create(control_plane, hand_written_pod(namespace, {"volumes": [csi("hand-written")]}), check=False)
     assert result.returncode != 0
     assert 'admission webhook "validate.kvinject.io" denied the request' in result.stderr

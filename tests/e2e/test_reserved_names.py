@@ -35,7 +35,16 @@ def provider_class(namespace: str, name: str, labels: dict[str, str] | None = No
         "apiVersion": "secrets-store.csi.x-k8s.io/v1",
         "kind": "SecretProviderClass",
         "metadata": {"name": name, "namespace": namespace, "labels": dict(labels or {}), **meta},
-        "spec": {"provider": "azure", "parameters": {"keyvaultName": "payments-kv", "objects": ""}},
+        # A workload-identity class kvinject's own class webhook admits: what refuses the tenant is the policy.
+        "spec": {
+            "provider": "azure",
+            "parameters": {
+                "clientID": "11111111-2222-3333-4444-555555555555",
+                "tenantID": "72f988bf-86f1-41af-91ab-2d7cd011db47",
+                "keyvaultName": "payments-kv",
+                "objects": "array:\n  - |\n    objectName: db\n    objectType: secret\n",
+            },
+        },
     }
 
 

@@ -14,7 +14,8 @@ import os
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +68,14 @@ class KvinjectServer(ServeProcess):
         self.kubeconfig = kubeconfig
 
 
-def webhook_configuration(docs: list[dict[str, Any]], kind: str, url: str, ca_bundle: str) -> dict[str, Any]:
-    """The shipped webhook configuration of `kind`, pointed at a local URL; everything else as shipped."""
-    (config,) = pick(docs, kind)
-    for hook in config["webhooks"]:
-        path = hook["clientConfig"]["service"].get("path", "")
-        hook["clientConfig"] = {"url": url + path, "caBundle": ca_bundle}
-    return config
+def webhook_configurations(docs: list[dict[str, Any]], url: str, ca_bundle: str) -> list[dict[str, Any]]:
+    """Every shipped webhook configuration, pointed at a local URL; everything else as shipped."""
+    configs = pick(docs, "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    for config in configs:
+        for hook in config["webhooks"]:
+            path = hook["clientConfig"]["service"].get("path", "")
+            hook["clientConfig"] = {"url": url + path, "caBundle": ca_bundle}
+    return configs
 
 
 def get_json(cp: ControlPlane, *args: str) -> Any:
@@ -197,9 +199,38 @@ def answered(server: ServeProcess, endpoint: str) -> float:
     )
 
 
+CLASS_WEBHOOK = "kvinject-provider-classes"
+
+
+def _class_probe() -> dict[str, Any]:
+    """A node-identity SecretProviderClass: refused by kvinject's class webhook (dry runs only)."""
+    return {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": "kvinject-webhook-probe", "namespace": KVINJECT_PROBE_NAMESPACE},
+        "spec": {"provider": "azure", "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "probe-kv"}},
+    }
+
+
+@contextmanager
+def class_webhook_removed(cp: ControlPlane) -> Iterator[None]:
+    """The cluster as before kvinject was installed, for SecretProviderClasses only: classes that kvinject's class
+    webhook refuses can be written (as they exist on clusters that had them first). Restored afterwards."""
+    config = get_json(cp, "validatingwebhookconfiguration", CLASS_WEBHOOK)
+    for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+        config["metadata"].pop(key, None)
+    cp.kubectl("delete", "validatingwebhookconfiguration", CLASS_WEBHOOK)
+    wait_for(lambda: dry_run(cp, _class_probe()).returncode == 0, f"{CLASS_WEBHOOK} to stop taking effect")
+    try:
+        yield
+    finally:
+        cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+        wait_for(lambda: dry_run(cp, _class_probe()).returncode != 0, f"{CLASS_WEBHOOK} to take effect again")
+
+
 def wait_for_kvinject_webhooks(cp: ControlPlane, server: ServeProcess) -> None:
-    """Until the apiserver sends both webhooks' requests to `server` (after a configuration change)."""
-    for endpoint, probe in (("mutate", _mutate_probe()), ("validate", _validate_probe())):
+    """Until the apiserver sends every webhook's requests to `server` (after a configuration change)."""
+    for endpoint, probe in (("mutate", _mutate_probe()), ("validate", _validate_probe()), ("validate", _class_probe())):
 
         def reached(endpoint: str = endpoint, probe: dict[str, Any] = probe) -> bool:
             before = answered(server, endpoint)

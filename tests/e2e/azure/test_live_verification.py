@@ -37,7 +37,7 @@ from tests.e2e.webhook_harness import (
     rendered_manifests,
     wait_for,
     wait_for_kvinject_webhooks,
-    webhook_configuration,
+    webhook_configurations,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
 
@@ -47,10 +47,7 @@ BUDGET = 2.0
 
 def point_webhooks_at(cp: ControlPlane, server: KvinjectServer) -> None:
     docs = rendered_manifests(cp)
-    configs = [
-        webhook_configuration(docs, kind, server.url, server.ca_bundle)
-        for kind in ("MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
-    ]
+    configs = webhook_configurations(docs, server.url, server.ca_bundle)
     cp.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
     # The configuration already pointed at another server: wait until this one answers the probes.
     wait_for_kvinject_webhooks(cp, server)
