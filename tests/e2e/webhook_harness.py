@@ -207,7 +207,7 @@ def _class_probe() -> dict[str, Any]:
     return {
         "apiVersion": "secrets-store.csi.x-k8s.io/v1",
         "kind": "SecretProviderClass",
-        "metadata": {"name": "kvinject-webhook-probe", "namespace": KVINJECT_PROBE_NAMESPACE},
+        "metadata": {"name": "webhook-probe-class", "namespace": KVINJECT_PROBE_NAMESPACE},  # not reserved
         "spec": {"provider": "azure", "parameters": {"useVMManagedIdentity": "true", "keyvaultName": "probe-kv"}},
     }
 
