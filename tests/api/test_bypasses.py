@@ -425,3 +425,70 @@ async def test_class_writes_follow_settings_and_enforcement() -> None:
     node["request"]["namespace"] = "sandbox"  # warn mode, on the allowlist
     answer = await post("/validate", node)
     assert answer["allowed"] is True and any("would deny" in w for w in answer["warnings"]), answer
+
+
+def add_mount(volume: dict[str, Any], mount: dict[str, Any]) -> Any:
+    def change(pod: dict[str, Any]) -> None:
+        pod["spec"]["volumes"].append(volume)
+        fetch_container(pod)["volumeMounts"].append(mount)
+
+    return change
+
+
+TOKEN = {
+    "name": "azure-identity-token",
+    "projected": {"sources": [{"serviceAccountToken": {"path": "t", "audience": "a"}}]},
+}
+CODE = {"name": "code", "configMap": {"name": "evil"}}
+FETCH_MOUNTS = [
+    (
+        "peer-token-mount",
+        add_mount(
+            TOKEN, {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens", "readOnly": True}
+        ),
+        None,
+    ),
+    (
+        "code-over-site-packages",
+        add_mount(
+            CODE,
+            {
+                "name": "code",
+                "mountPath": "/usr/local/lib/python3.11/site-packages/sitecustomize.py",
+                "subPath": "s.py",
+            },
+        ),
+        "differs in volumeMounts",
+    ),
+    (
+        "config-map-directory",
+        add_mount(CODE, {"name": "code", "mountPath": "/etc/x", "readOnly": True}),
+        "differs in volumeMounts",
+    ),
+    (
+        "token-writable",
+        add_mount(TOKEN, {"name": "azure-identity-token", "mountPath": "/var/run/secrets/azure/tokens"}),
+        "differs in volumeMounts",
+    ),
+]
+
+
+@pytest.mark.parametrize(("change", "message"), [m[1:] for m in FETCH_MOUNTS], ids=[m[0] for m in FETCH_MOUNTS])
+async def test_kvinject_fetch_takes_no_mounts_but_tokens(change: Any, message: str | None) -> None:
+    cluster = golden_cluster()
+    pod = await injected_init(cluster)
+    change(pod)
+    answer = await post("/validate", admission_review(pod), cluster)
+    if message is None:
+        assert answer["allowed"] is True, answer
+    else:
+        assert answer["allowed"] is False and message in answer["status"]["message"], answer
+
+
+async def test_a_class_in_another_tenant_is_denied_when_attributes_are_allowed() -> None:
+    volume = with_attributes(tenantID="00000000-0000-0000-0000-000000000009")
+    answer = await post(
+        "/validate", admission_review(hand_written(volumes=[volume])), settings=Settings(allow_volume_attributes=True)
+    )
+    assert answer["allowed"] is False
+    assert "reads in tenant 00000000-0000-0000-0000-000000000009, not 72f988bf" in answer["status"]["message"], answer
