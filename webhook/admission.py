@@ -335,11 +335,7 @@ class Mutator:
         if problems:
             raise Denial(_enumerate("annotation", problems), 400, "bad-annotation")
         refs, problems = spc.declared_objects(
-            found,
-            who.client_id,
-            self.settings.allow_node_identity,
-            self.settings.allow_pod_identity,
-            tenant_id=who.tenant_id,
+            found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
         )
         return name, env, refs, problems
 

@@ -279,30 +279,17 @@ def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec
 _DEFAULTED = frozenset({"terminationMessagePath"})
 
 
-def token_volumes(pod: dict[str, Any]) -> frozenset[str]:
-    """Volumes that hold nothing but projected ServiceAccount tokens (the Azure Workload Identity webhook mounts
-    one into every container, kvinject-fetch included)."""
-    names = set()
-    for v in (pod.get("spec") or {}).get("volumes") or []:
-        sources = (v.get("projected") or {}).get("sources") if isinstance(v, dict) else None
-        if sources and all(isinstance(s, dict) and set(s) == {"serviceAccountToken"} for s in sources):
-            names.add(v.get("name"))
-    return frozenset(n for n in names if isinstance(n, str))
-
-
-def init_differences(existing: dict[str, Any], expected: dict[str, Any], tokens: frozenset[str]) -> list[str]:
+def init_differences(existing: dict[str, Any], expected: dict[str, Any]) -> list[str]:
     """How an init container named kvinject-fetch differs from the one kvinject injects (field names only).
 
     Every field kvinject sets must be equal (image, command, the whole env with the object list and identity,
-    resources, securityContext); nothing else may be added but read-only mounts of token-only volumes (`tokens`):
-    any other mount could put code or configuration where kvinject-fetch loads it from.
+    resources, securityContext); nothing else may be added but mounts of other volumes, which kvinject-fetch
+    never reads.
     """
     found = [key for key, value in expected.items() if key != "volumeMounts" and existing.get(key) != value]
     mounts = [m for m in existing.get("volumeMounts") or [] if isinstance(m, dict)]
-    extra = [m for m in mounts if m not in expected["volumeMounts"]]
     if any(m not in mounts for m in expected["volumeMounts"]) or any(
-        m.get("name") not in tokens or m.get("readOnly") is not True or set(m) - {"name", "mountPath", "readOnly"}
-        for m in extra
+        m.get("name") in (VOLUME_NAME, TOKEN_VOLUME) and m not in expected["volumeMounts"] for m in mounts
     ):
         found.append("volumeMounts")
     found += sorted(k for k in existing if k not in expected and k not in _DEFAULTED)
@@ -378,7 +365,7 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
             f"the pod already has an init container named {INIT_CONTAINER!r} that kvinject did not add"
         )
     else:
-        differences = init_differences(existing, container, token_volumes(pod))
+        differences = init_differences(existing, container)
         if differences:
             patch.problems.append(
                 f"the pod already has an init container named {INIT_CONTAINER!r} that is not the one kvinject"

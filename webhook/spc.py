@@ -160,7 +160,6 @@ def declared_objects(
     allow_node_identity: bool = False,
     allow_pod_identity: bool = False,
     attributes: dict[str, str] | None = None,
-    tenant_id: str = "",
 ) -> tuple[list[ObjectRef], list[str]]:
     """The objects an Azure SecretProviderClass would read, and what is wrong with how it reads them.
 
@@ -181,12 +180,6 @@ def declared_objects(
         problems.append(
             f"{where} reads as client id {view.client_id[:64]}, not {client_id}, the workload identity"
             " of the pod's ServiceAccount"
-        )
-    elif mode == "workload" and tenant_id and view.tenant_id.lower() != tenant_id.lower():
-        # A client id names an identity only within its tenant.
-        problems.append(
-            f"{where} reads in tenant {view.tenant_id[:64]}, not {tenant_id}, the tenant of the pod's"
-            " ServiceAccount's workload identity"
         )
     refs: list[ObjectRef] = []
     for entry in view.objects:

@@ -151,11 +151,7 @@ class Validator:
                 if found.provider != "azure":
                     continue  # another provider's objects are not Key Vault's, nor this policy's
                 refs, problems = spc.declared_objects(
-                    found,
-                    who.client_id,
-                    self.settings.allow_node_identity,
-                    self.settings.allow_pod_identity,
-                    tenant_id=who.tenant_id,
+                    found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
                 )
                 findings += [("synced-secret", f"{where}: {p}") for p in problems]
                 decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
@@ -266,7 +262,6 @@ class Validator:
             self.settings.allow_node_identity,
             self.settings.allow_pod_identity,
             volume.attributes,
-            tenant_id=who.tenant_id,
         )
         findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
         decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
