@@ -141,7 +141,10 @@ class Lookups:
         assert account is not None
         return name, account, who
 
-    async def provider_class(self, namespace: str, name: str) -> Any:
+    async def provider_class(self, namespace: str, name: str, cache_only: bool = False) -> Any:
+        """The stored class; `cache_only` for dry runs, which create nothing (the real request checks again)."""
+        if cache_only:
+            return self.cluster.provider_classes.get((namespace, name))
         try:
             return await self.cluster.secret_provider_class(namespace, name)
         except ClusterError as exc:
@@ -239,8 +242,7 @@ class Mutator:
         """Create the generated class (never on a dry run); one that exists already must be exactly it."""
         name = generated["metadata"]["name"]
         if dry_run:
-            # From the cache only: a dry run creates nothing, and the real create checks the stored class again.
-            stored = self.cluster.provider_classes.get((namespace, name))
+            stored = await self.lookups.provider_class(namespace, name, cache_only=True)
         else:
             try:
                 stored = await self.cluster.ensure_provider_class(generated)

@@ -17,7 +17,7 @@ class CsiVolume:
     provider_class: str  # "" when the volume does not name one
     # Every attribute, secretProviderClass included: the driver copies them over the class's parameters.
     attributes: dict[str, str] = field(default_factory=dict, hash=False, compare=False)
-    node_publish_secret: str = ""  # nodePublishSecretRef.name: service-principal credentials for the provider
+    node_publish_secret: bool = False  # a nodePublishSecretRef: service-principal credentials for the provider
 
     @property
     def overrides(self) -> list[str]:
@@ -38,13 +38,8 @@ def csi_volumes(spec: dict[str, Any]) -> list[CsiVolume]:
         csi = v.get("csi") if isinstance(v, dict) else None
         if isinstance(csi, dict) and csi.get("driver") == DRIVER:
             attrs = {str(k): str(val) for k, val in (csi.get("volumeAttributes") or {}).items() if val is not None}
-            secret_ref = csi.get("nodePublishSecretRef") or {}
-            secret = str(secret_ref.get("name") or "") if isinstance(secret_ref, dict) else "?"
-            result.append(
-                CsiVolume(
-                    str(v.get("name", "")), attrs.get(CLASS_ATTRIBUTE, ""), attrs, secret or ("?" if secret_ref else "")
-                )
-            )
+            secret_ref = bool(csi.get("nodePublishSecretRef"))
+            result.append(CsiVolume(str(v.get("name", "")), attrs.get(CLASS_ATTRIBUTE, ""), attrs, secret_ref))
     return result
 
 

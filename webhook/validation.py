@@ -202,10 +202,7 @@ class Validator:
                         (decision.reason.value, f"init container {plan.INIT_CONTAINER}: {decision.message}")
                     )
             if expected is not None and expected.generated is not None:
-                if request.dry_run:  # never created on a dry run: the cache tells whether one exists already
-                    stored = self.cluster.provider_classes.get((namespace, expected.class_name))
-                else:
-                    stored = await self.lookups.provider_class(namespace, expected.class_name)
+                stored = await self.lookups.provider_class(namespace, expected.class_name, request.dry_run)
                 if stored is not None:
                     # What the driver will read is the stored object: it must be exactly kvinject's.
                     problem = squatted(stored, expected.generated)
