@@ -24,11 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod
 from webhook import review
-from webhook.admission import Mutator
 from webhook.cluster import FileCluster
+from webhook.mutation import Mutator
+from webhook.names import PREFIX
 from webhook.settings import Settings
 
-K = "kvinject.io/"
+K = PREFIX
 
 
 def rss_kib() -> int:
@@ -87,7 +88,7 @@ async def run(accounts: int, policies: int, iterations: int) -> dict[str, float]
     gc.freeze()  # as `kvinject serve` does once its caches are filled
     mutator = Mutator(Settings(), cluster)
     pod = controller_pod(annotations={K + "secret-db-password": "payments-kv/db-password"})
-    request = review.parse(json.dumps(admission_review(pod, dry_run=True)).encode())
+    request = review.decode_review(json.dumps(admission_review(pod, dry_run=True)).encode())
     assert (await mutator.mutate(request)).response["response"]["allowed"]
     samples = []
     for _ in range(iterations):

@@ -25,8 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod
 from webhook import review
-from webhook.admission import Mutator
 from webhook.cluster import FileCluster
+from webhook.mutation import Mutator
 from webhook.settings import Settings
 from webhook.validation import Validator
 
@@ -81,7 +81,7 @@ def requests() -> tuple[review.Request, review.Request]:
             K + "env-DB_PASSWORD": "db-password",
         }
     )
-    mutate = review.parse(orjson.dumps(admission_review(pod, dry_run=True)))
+    mutate = review.decode_review(orjson.dumps(admission_review(pod, dry_run=True)))
     return mutate, mutate
 
 
@@ -95,7 +95,7 @@ async def measure(policies: int, iterations: int) -> dict[str, float]:
     import jsonpatch
 
     final = jsonpatch.apply_patch(request.object, outcome.ops)
-    validate = review.parse(orjson.dumps(admission_review(final, dry_run=True)))
+    validate = review.decode_review(orjson.dumps(admission_review(final, dry_run=True)))
     assert (await validator.validate(validate)).response["response"]["allowed"]
     result: dict[str, float] = {}
     for name, call in (("mutate", lambda: mutator.mutate(request)), ("validate", lambda: validator.validate(validate))):

@@ -1,4 +1,4 @@
-"""The HTTP surface: /mutate, /healthz, /readyz, /metrics. Errors never escape as a 500."""
+"""The HTTP surface: /mutate, /validate, /healthz, /readyz, /metrics. Errors never escape as a 500."""
 
 from __future__ import annotations
 
@@ -15,9 +15,10 @@ from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook import review
-from webhook.admission import Mutator, Outcome
 from webhook.cluster import Cluster
+from webhook.injection import Outcome
 from webhook.metrics import Metrics
+from webhook.mutation import Mutator
 from webhook.settings import Settings
 from webhook.validation import Validator
 
@@ -87,7 +88,7 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
                 metrics.bad_requests.labels(endpoint, "413").inc()
                 return _problem(413, f"AdmissionReview larger than {MAX_BODY} bytes")
         try:
-            request = review.parse(bytes(body))
+            request = review.decode_review(bytes(body))
         except review.MalformedReview as exc:
             metrics.bad_requests.labels(endpoint, "400").inc()
             return _problem(400, f"malformed AdmissionReview: {exc}")

@@ -16,8 +16,8 @@ import orjson
 import yaml
 
 from webhook import certs, review
-from webhook.admission import Mutator
 from webhook.cluster import Cluster, ClusterError, load
+from webhook.mutation import Mutator
 from webhook.settings import Settings
 from webhook.workloads import pod_from_template, template_of
 
@@ -83,7 +83,7 @@ def _requests(docs: list[Any]) -> list[tuple[int, review.Request]]:
         kind = doc.get("kind")
         if kind == "AdmissionReview":
             try:
-                result.append((i, review.parse(orjson.dumps(doc))))
+                result.append((i, review.decode_review(orjson.dumps(doc))))
             except review.MalformedReview as exc:
                 raise Unusable(f"document {i + 1}: {exc}") from None
             continue

@@ -14,35 +14,34 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
 
-PREFIX = "kvinject.io/"
-INJECT_LABEL = PREFIX + "inject"
-VAULT = PREFIX + "vault"
-SECRET_PREFIX = PREFIX + "secret-"
-ENV_PREFIX = PREFIX + "env-"
-MODE = PREFIX + "mode"
-CONTAINERS = PREFIX + "containers"
-MOUNT_PATH = PREFIX + "mount-path"
-PROVIDER_CLASS = PREFIX + "provider-class"
-INIT_FIRST = PREFIX + "init-first"
-STATUS = PREFIX + "status"
-STATUS_INJECTED = "injected"
+from webhook.names import (
+    CONTAINERS,
+    DEFAULT_MOUNT_PATH,
+    ENV_PREFIX,
+    INIT_FIRST,
+    INJECT_LABEL,
+    MODE,
+    MOUNT_PATH,
+    OBJECT_NAME,
+    OBJECT_VERSION,
+    PREFIX,
+    PROVIDER_CLASS,
+    SECRET_PREFIX,
+    STATUS,
+    VAULT,
+    VAULT_NAME,
+)
 
 # Keys kvinject writes itself; a user may not set them but re-admission must accept them.
 OUTPUT_KEYS = frozenset({STATUS})
 SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST})
 
-DEFAULT_MOUNT_PATH = "/mnt/secrets"
 # Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
 MAX_OBJECTS = 256
 MAX_ENV = 256
 MAX_VALUE = 1024
 _CACHEABLE_CHARS = 16 * 1024
-SA_CLIENT_ID = "azure.workload.identity/client-id"
-SA_TENANT_ID = "azure.workload.identity/tenant-id"
 
-_VAULT_RE = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){1,22}[a-zA-Z0-9]$")
-_OBJECT_RE = re.compile(r"^[a-zA-Z0-9-]{1,127}$")
-_VERSION_RE = re.compile(r"^[a-zA-Z0-9]{1,32}$")
 # A file name that is also a valid annotation-key suffix: no separators, no leading dot.
 _ALIAS_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,54}[A-Za-z0-9])?$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -133,17 +132,17 @@ def parse_ref(text: str, default_vault: str | None) -> tuple[ObjectRef | None, l
     version = ""
     if "@" in rest:
         rest, version = rest.rsplit("@", 1)
-        if not _VERSION_RE.match(version):
+        if not OBJECT_VERSION.match(version):
             problems.append(f"version {version!r} must be 1-32 letters or digits")
     vault = default_vault
     if "/" in rest:
         vault, rest = rest.split("/", 1)
-        if not _VAULT_RE.match(vault):
+        if not VAULT_NAME.match(vault):
             problems.append(
                 f"vault name {vault!r} must be 3-24 characters of letters, digits and single hyphens,"
                 " starting with a letter and ending with a letter or digit"
             )
-    if not _OBJECT_RE.match(rest):
+    if not OBJECT_NAME.match(rest):
         problems.append(f"object name {rest!r} must be 1-127 letters, digits or hyphens")
     if vault is None:
         problems.append(f"no vault for {text!r}: write <vault>/{rest} or set the {VAULT} annotation")
@@ -177,7 +176,7 @@ def _parse_containers(value: str, problems: list[str]) -> tuple[str, ...]:
     return names
 
 
-def parse(
+def parse_annotations(
     annotations: Mapping[str, str] | None,
     namespace_default_vault: str | None = None,
 ) -> InjectionRequest:
@@ -231,7 +230,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             problems.append(f"{MODE}: {annotations[MODE]!r} must be csi or init")
 
     default_vault = annotations.get(VAULT) or namespace_default_vault
-    if VAULT in annotations and not _VAULT_RE.match(annotations[VAULT]):
+    if VAULT in annotations and not VAULT_NAME.match(annotations[VAULT]):
         problems.append(f"{VAULT}: {annotations[VAULT]!r} is not a valid Key Vault name")
         default_vault = None
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract
+from webhook import names
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,8 +28,8 @@ class ServiceAccount:
             namespace=meta.get("namespace") or "default",
             name=meta.get("name") or "",
             uid=meta.get("uid") or "",
-            client_id=annotations.get(contract.SA_CLIENT_ID) or None,
-            tenant_id=annotations.get(contract.SA_TENANT_ID) or None,
+            client_id=annotations.get(names.SA_CLIENT_ID) or None,
+            tenant_id=annotations.get(names.SA_TENANT_ID) or None,
         )
 
 
@@ -44,8 +44,8 @@ class Namespace:
         meta = obj.get("metadata") or {}
         annotations = meta.get("annotations") or {}
         labels = meta.get("labels") or {}
-        vault = annotations.get(contract.VAULT) or labels.get(contract.VAULT)
-        kept = {k: v for k, v in labels.items() if k.startswith(contract.PREFIX)}
+        vault = annotations.get(names.VAULT) or labels.get(names.VAULT)
+        kept = {k: v for k, v in labels.items() if k.startswith(names.PREFIX)}
         return cls(name=meta.get("name") or "", default_vault=vault or None, labels=kept)
 
 

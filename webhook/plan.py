@@ -15,9 +15,24 @@ from typing import Any
 import orjson
 
 from webhook import contract
-from webhook.spc import DRIVER
-
-VOLUME_NAME = "kvinject-secrets"
+from webhook.names import (
+    CLASS_ATTRIBUTE,
+    CONTAINERS,
+    CSI_DRIVER,
+    ENV_FS_GROUP,
+    ENV_OBJECTS,
+    ENV_OUTPUT_DIR,
+    ENV_PREFIX,
+    INIT_COMMAND,
+    INIT_CONTAINER,
+    MOUNT_PATH,
+    OUTPUT_DIR,
+    STATUS,
+    STATUS_INJECTED,
+    TOKEN_FILE,
+    TOKEN_VOLUME,
+    VOLUME_NAME,
+)
 
 
 class PlanError(Exception):
@@ -105,7 +120,7 @@ def targets(pod: dict[str, Any], names: Sequence[str] | None) -> tuple[list[Targ
     if missing:
         known = ", ".join(sorted(by_name)) or "none"
         problems.append(
-            f"{contract.CONTAINERS}: no container named {', '.join(missing)} in the pod (containers: {known})"
+            f"{CONTAINERS}: no container named {', '.join(missing)} in the pod (containers: {known})"
         )
     return [by_name[n] for n in names if n in by_name], problems
 
@@ -123,7 +138,7 @@ def add_volume(patch: Patch, pod: dict[str, Any], volume: dict[str, Any], same: 
 def csi_volume(provider_class: str) -> dict[str, Any]:
     return {
         "name": VOLUME_NAME,
-        "csi": {"driver": DRIVER, "readOnly": True, "volumeAttributes": {"secretProviderClass": provider_class}},
+        "csi": {"driver": CSI_DRIVER, "readOnly": True, "volumeAttributes": {CLASS_ATTRIBUTE: provider_class}},
     }
 
 
@@ -132,9 +147,9 @@ def is_same_csi_volume(pod: dict[str, Any], provider_class: str) -> bool:
         if v.get("name") == VOLUME_NAME:
             csi = v.get("csi") or {}
             return (
-                csi.get("driver") == DRIVER
+                csi.get("driver") == CSI_DRIVER
                 and csi.get("readOnly") is True
-                and (csi.get("volumeAttributes") or {}).get("secretProviderClass") == provider_class
+                and (csi.get("volumeAttributes") or {}).get(CLASS_ATTRIBUTE) == provider_class
             )
     return False
 
@@ -146,7 +161,7 @@ def add_mount(patch: Patch, target: Target, volume: str, mount_path: str) -> Non
         if m.get("mountPath") == mount_path:
             patch.problems.append(
                 f"container {target.name!r} already mounts {m.get('name')!r} at {mount_path}:"
-                f" choose another {contract.MOUNT_PATH}"
+                f" choose another {MOUNT_PATH}"
             )
             return
         if m.get("name") == volume:
@@ -173,7 +188,7 @@ def add_env(patch: Patch, target: Target, source: EnvSource, existing: dict[str,
     elif present != wanted:
         patch.problems.append(
             f"container {target.name!r} already defines env {source.name!r}:"
-            f" remove it or the {contract.ENV_PREFIX}{source.name} annotation"
+            f" remove it or the {ENV_PREFIX}{source.name} annotation"
         )
 
 
@@ -193,7 +208,7 @@ def csi(
         existing = env_index(target)
         for source in env:
             add_env(patch, target, source, existing)
-    patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
+    patch.set_annotation(pod, STATUS, STATUS_INJECTED)
     if patch.problems:
         raise PlanError(patch.problems)
     return patch.ops
@@ -201,24 +216,15 @@ def csi(
 
 # -- mode init -------------------------------------------------------------------------------
 
-INIT_CONTAINER = "kvinject-fetch"
-INIT_COMMAND = ["kvinject", "fetch"]
-TOKEN_VOLUME = "kvinject-azure-token"
-TOKEN_DIR = "/var/run/secrets/kvinject/azure-token"
-TOKEN_FILE = "azure-identity-token"
-TOKEN_AUDIENCE = "api://AzureADTokenExchange"
-OUTPUT_DIR = "/kvinject/secrets"
-
 
 @dataclass(frozen=True, slots=True)
 class InitSpec:
-    """What the kvinject-fetch init container needs, decided by the caller from settings and identity."""
+    """What the kvinject-fetch init container needs, decided by the provider from settings and identity."""
 
     image: str
-    client_id: str
-    tenant_id: str
-    authority_host: str
-    vault_dns_suffix: str
+    env: tuple[tuple[str, str], ...]  # the provider's variables: identity, token file, endpoints
+    token_dir: str  # where the projected ServiceAccount token is mounted
+    token_audience: str
     volume_size: str
 
 
@@ -240,19 +246,13 @@ def fetch_objects(request: contract.InjectionRequest) -> str:
 
 def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> dict[str, Any]:
     env = [
-        {"name": "KVINJECT_OBJECTS", "value": fetch_objects(request)},
-        {"name": "KVINJECT_OUTPUT_DIR", "value": OUTPUT_DIR},
-        {"name": "KVINJECT_VAULT_DNS_SUFFIX", "value": spec.vault_dns_suffix},
-        # The standard workload-identity variables, for this container only; the Azure Workload
-        # Identity webhook leaves containers that already carry them alone.
-        {"name": "AZURE_CLIENT_ID", "value": spec.client_id},
-        {"name": "AZURE_TENANT_ID", "value": spec.tenant_id},
-        {"name": "AZURE_FEDERATED_TOKEN_FILE", "value": f"{TOKEN_DIR}/{TOKEN_FILE}"},
-        {"name": "AZURE_AUTHORITY_HOST", "value": spec.authority_host},
+        {"name": ENV_OBJECTS, "value": fetch_objects(request)},
+        {"name": ENV_OUTPUT_DIR, "value": OUTPUT_DIR},
+        *({"name": name, "value": value} for name, value in spec.env),
     ]
     fs_group = ((pod.get("spec") or {}).get("securityContext") or {}).get("fsGroup")
     if isinstance(fs_group, int):
-        env.append({"name": "KVINJECT_FS_GROUP", "value": str(fs_group)})
+        env.append({"name": ENV_FS_GROUP, "value": str(fs_group)})
     return {
         "name": INIT_CONTAINER,
         "image": spec.image,
@@ -261,7 +261,7 @@ def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec
         "env": env,
         "volumeMounts": [
             {"name": VOLUME_NAME, "mountPath": OUTPUT_DIR},
-            {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True},
+            {"name": TOKEN_VOLUME, "mountPath": spec.token_dir, "readOnly": True},
         ],
         "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"cpu": "500m", "memory": "128Mi"}},
         "securityContext": {
@@ -336,7 +336,7 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
                     "sources": [
                         {
                             "serviceAccountToken": {
-                                "audience": TOKEN_AUDIENCE,
+                                "audience": spec.token_audience,
                                 "expirationSeconds": 3600,
                                 "path": TOKEN_FILE,
                             }
@@ -360,7 +360,7 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
             patch.insert(pod_spec, "/spec", "initContainers", 0, container)
         else:
             patch.append(pod_spec, "/spec", "initContainers", container)
-    elif existing.get("command") != INIT_COMMAND:
+    elif existing.get("command") != list(INIT_COMMAND):
         patch.problems.append(
             f"the pod already has an init container named {INIT_CONTAINER!r} that kvinject did not add"
         )
@@ -379,7 +379,7 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
             index = int(target.path.rsplit("/", 1)[1]) + 1
             target = Target(f"/spec/initContainers/{index}", target.container)
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
-    patch.set_annotation(pod, contract.STATUS, contract.STATUS_INJECTED)
+    patch.set_annotation(pod, STATUS, STATUS_INJECTED)
     if patch.problems:
         raise PlanError(patch.problems)
     return patch.ops

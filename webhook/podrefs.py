@@ -6,9 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook.spc import DRIVER
-
-CLASS_ATTRIBUTE = "secretProviderClass"
+from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,7 +34,7 @@ def csi_volumes(spec: dict[str, Any]) -> list[CsiVolume]:
     result = []
     for v in spec.get("volumes") or []:
         csi = v.get("csi") if isinstance(v, dict) else None
-        if isinstance(csi, dict) and csi.get("driver") == DRIVER:
+        if isinstance(csi, dict) and csi.get("driver") == CSI_DRIVER:
             attrs = {str(k): str(val) for k, val in (csi.get("volumeAttributes") or {}).items() if val is not None}
             secret_ref = bool(csi.get("nodePublishSecretRef"))
             result.append(CsiVolume(str(v.get("name", "")), attrs.get(CLASS_ATTRIBUTE, ""), attrs, secret_ref))

@@ -17,8 +17,7 @@ from fnmatch import fnmatchcase
 from webhook.contract import ObjectRef
 from webhook.identity import Identity
 from webhook.model import AccessPolicy, Pattern
-
-ENFORCEMENT_LABEL = "kvinject.io/enforcement"
+from webhook.names import ENFORCEMENT_LABEL
 
 
 class Enforcement(StrEnum):

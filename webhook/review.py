@@ -13,6 +13,8 @@ from typing import Any
 
 import orjson
 
+from webhook.names import CLASS_GROUP, CLASS_KIND
+
 API_VERSION = "admission.k8s.io/v1"
 KIND = "AdmissionReview"
 
@@ -47,8 +49,8 @@ class Request:
     @property
     def is_provider_class_write(self) -> bool:
         return (
-            self.group == "secrets-store.csi.x-k8s.io"
-            and self.kind == "SecretProviderClass"
+            self.group == CLASS_GROUP
+            and self.kind == CLASS_KIND
             and self.operation in ("CREATE", "UPDATE")
             and not self.sub_resource
         )
@@ -64,7 +66,7 @@ class Request:
         )
 
 
-def parse(body: bytes) -> Request:
+def decode_review(body: bytes) -> Request:
     """Parse an AdmissionReview v1 body; raises MalformedReview with a clear reason."""
     doc = _load_within_budget(body)
     if not isinstance(doc, dict):

@@ -7,6 +7,7 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX
 from webhook.policy import Enforcement
 
 
@@ -47,8 +48,8 @@ class Settings(BaseSettings):
     # Init mode: the image of the kvinject-fetch init container (this project's image) and where it
     # authenticates and reads (the public cloud by default).
     init_image: str = "ghcr.io/kvinject/kvinject:0.1.0"
-    authority_host: str = "https://login.microsoftonline.com/"
-    vault_dns_suffix: str = "vault.azure.net"
+    authority_host: str = DEFAULT_AUTHORITY
+    vault_dns_suffix: str = DEFAULT_VAULT_DNS_SUFFIX
     # Size of the in-memory volume holding the files: it counts against the pod's memory.
     init_volume_size: str = "4Mi"
     # Vault URLs other than https://<vault>.<vault_dns_suffix> (private endpoints, tests), as JSON.

@@ -10,24 +10,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import contract, plan, podrefs, policy, review, shape, spc
+from webhook import podrefs, policy, providers, review
 from webhook.access import Denial, Judge
-from webhook.admission import (
-    Expected,
+from webhook.cluster import Cluster
+from webhook.identity import Identity
+from webhook.injection import (
+    Injection,
     Lookups,
-    Mutator,
     Outcome,
+    answer_pod,
     denied_outcome,
-    describe,
+    describe_pod,
     is_injected,
     kvinject_parts,
     squatted,
-    tampered,
 )
-from webhook.cluster import Cluster
-from webhook.identity import Identity
 from webhook.metrics import Metrics
 from webhook.model import SecretProviderClass
+from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, VOLUME_NAME
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -38,28 +38,19 @@ class Validator:
         metrics = metrics or Metrics()
         self.settings = settings
         self.cluster = cluster
-        self.lookups = Lookups(settings, cluster)
+        self.lookups = Lookups(settings, cluster, providers.default())
+        self.injection = Injection(settings, self.lookups)
         self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
-        self.mutator = Mutator(settings, cluster, metrics)
 
     async def validate(self, request: review.Request) -> Outcome:
         if request.is_provider_class_write:
             return await self._validate_class(request)
         ephemeral = request.is_ephemeral_update
-        if not request.is_pod_create and not ephemeral:
-            return Outcome(review.allowed(request.uid), "skipped")
-        pod = request.object
-        if pod is None:
-            return denied_outcome(request, Denial("request.object is missing or not an object", 400, "bad-request"))
-        malformed = shape.problems(pod)
-        if malformed:
-            return denied_outcome(request, Denial(f"malformed Pod: {'; '.join(malformed)}", 400, "bad-request"))
-        try:
-            if ephemeral:
-                return await self._validate_ephemeral(request, pod)
-            return await self._validate(request, pod)
-        except Denial as denial:
-            return denied_outcome(request, denial, pod)
+        if ephemeral:
+            return await answer_pod(request, lambda pod: self._validate_ephemeral(request, pod))
+        if request.is_pod_create:
+            return await answer_pod(request, lambda pod: self._validate(request, pod))
+        return Outcome(review.allowed(request.uid), "skipped")
 
     async def _validate_class(self, request: review.Request) -> Outcome:
         """A SecretProviderClass written or changed: the driver re-reads it at every mount and rotation, so a
@@ -68,7 +59,8 @@ class Validator:
         if obj is None or not isinstance(obj.get("spec"), dict) or not isinstance(obj.get("metadata"), dict):
             return denied_outcome(request, Denial("request.object is not a SecretProviderClass", 400, "bad-request"))
         params = obj["spec"].get("parameters") or {}
-        if obj["spec"].get("provider") != "azure":
+        provider = providers.for_class(str(obj["spec"].get("provider")))
+        if provider is None:
             return Outcome(review.allowed(request.uid), "skipped")
         if not isinstance(params, dict) or not all(isinstance(v, str) for v in params.values()):
             return denied_outcome(request, Denial("spec.parameters must map names to strings", 400, "bad-request"))
@@ -78,7 +70,7 @@ class Validator:
         try:
             ns = await self.lookups.namespace(request.namespace)
             mode, warnings = self.judge.mode(ns)
-            problems = spc.identity_problems(found, self.settings.allow_node_identity, self.settings.allow_pod_identity)
+            problems = provider.class_problems(found, self.settings)
             verdict = self.judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
             return denied_outcome(request, denial)
@@ -103,7 +95,7 @@ class Validator:
         mounted = {m.get("name") for c in added for m in c.get("volumeMounts") or [] if isinstance(m, dict)}
         volumes = [v for v in podrefs.csi_volumes(spec) if v.name in mounted]
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(only_added))
-        injected_mount = is_injected(pod) and bool(mounted & {plan.VOLUME_NAME})
+        injected_mount = is_injected(pod) and bool(mounted & {VOLUME_NAME})
         if not volumes and not synced and not injected_mount:
             return Outcome(review.allowed(request.uid), "skipped")
         return await self._judge(request, pod, volumes, synced, injected_mount)
@@ -114,7 +106,7 @@ class Validator:
         result: dict[str, list[SecretProviderClass]] = {}
         for name in names:
             classes = self.cluster.classes_syncing(namespace, name)
-            if not classes and name.startswith(spc.NAME_PREFIX):
+            if not classes and name.startswith(CLASS_NAME_PREFIX):
                 # Generated classes share their synced Secret's name; another replica may have just made it.
                 found = await self.lookups.provider_class(namespace, name)
                 classes = (
@@ -148,11 +140,10 @@ class Validator:
                 )
             for found in classes:
                 where = f"Secret {secret} holds Key Vault objects synced by SecretProviderClass {found.name}"
-                if found.provider != "azure":
-                    continue  # another provider's objects are not Key Vault's, nor this policy's
-                refs, problems = spc.declared_objects(
-                    found, who.client_id, self.settings.allow_node_identity, self.settings.allow_pod_identity
-                )
+                provider = providers.for_class(found.provider)
+                if provider is None:
+                    continue  # a store kvinject does not judge: its objects are not this policy's
+                refs, problems = provider.declared_objects(found, who, self.settings)
                 findings += [("synced-secret", f"{where}: {p}") for p in problems]
                 decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
                 if not decision.allowed:
@@ -190,7 +181,7 @@ class Validator:
         findings: list[tuple[str, str]] = []
         generated: dict[str, SecretProviderClass] = {}
         if injected:
-            tamper, expected = await self._check_injected(namespace, pod, account, who, ns)
+            tamper, expected = await self.injection.check_injected(namespace, pod, account, who, ns)
             findings.extend(tamper)
             if not tamper and expected is not None and expected.init is not None:
                 # What kvinject-fetch will read, for the pod's current ServiceAccount.
@@ -198,9 +189,7 @@ class Validator:
                     expected.refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id)
                 )
                 if not decision.allowed:
-                    findings.append(
-                        (decision.reason.value, f"init container {plan.INIT_CONTAINER}: {decision.message}")
-                    )
+                    findings.append((decision.reason.value, f"init container {INIT_CONTAINER}: {decision.message}"))
             if expected is not None and expected.generated is not None:
                 stored = await self.lookups.provider_class(namespace, expected.class_name, request.dry_run)
                 if stored is not None:
@@ -222,7 +211,7 @@ class Validator:
             "validated uid=%s namespace=%s %s decision=%s",
             request.uid,
             namespace,
-            describe(pod),
+            describe_pod(pod),
             verdict.audit["decision"],
         )
         return Outcome(review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit), "allowed")
@@ -250,16 +239,11 @@ class Validator:
                     " which does not exist",
                 ),
             ]
-        if found.provider != "azure":
-            return findings  # another provider's objects are not Key Vault's, nor this policy's
+        provider = providers.for_class(found.provider)
+        if provider is None:
+            return findings  # a store kvinject does not judge: its objects are not this policy's
         # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
-        refs, problems = spc.declared_objects(
-            found,
-            who.client_id,
-            self.settings.allow_node_identity,
-            self.settings.allow_pod_identity,
-            volume.attributes,
-        )
+        refs, problems = provider.declared_objects(found, who, self.settings, volume.attributes)
         findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
         decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
         if not decision.allowed:
@@ -287,33 +271,3 @@ class Validator:
                 )
             )
         return findings
-
-    async def _check_injected(
-        self, namespace: str, pod: dict[str, Any], account: Any, who: Identity, ns: Any
-    ) -> tuple[list[tuple[str, str]], Expected | None]:
-        """Re-derive what kvinject injects for the pod as it is now; any difference is tampering."""
-        parts = kvinject_parts(pod)
-        if not is_injected(pod):
-            return [
-                (
-                    "tampered",
-                    f"the pod carries kvinject's {', '.join(parts)} but kvinject did not inject it"
-                    f" (no {contract.STATUS}: {contract.STATUS_INJECTED})",
-                )
-            ], None
-        annotations = (pod.get("metadata") or {}).get("annotations") or {}
-        try:
-            wanted = contract.parse(annotations, ns.default_vault if ns else None)
-        except contract.ContractError as exc:
-            return [("tampered", tampered(pod, [f"its kvinject annotations no longer parse: {exc}"]))], None
-        try:
-            expected = await self.mutator.expected(namespace, wanted, account, who)
-        except Denial as denial:
-            return [("tampered", tampered(pod, [denial.message]))], None
-        try:
-            missing = expected.operations(pod, wanted)
-        except plan.PlanError as exc:
-            return [("tampered", tampered(pod, exc.problems))], expected
-        if missing:
-            return [("tampered", tampered(pod, [f"missing {op['path']}" for op in missing]))], expected
-        return [], expected

@@ -14,9 +14,10 @@ from tests.helpers import RELAXABLE, TENANT_ID, admission_review, apply, control
 from webhook import review
 from webhook.app import create_app
 from webhook.cluster import FileCluster
+from webhook.names import PREFIX
 from webhook.settings import Settings
 
-K = "kvinject.io/"
+K = PREFIX
 JSON = {"Content-Type": "application/json"}
 
 

@@ -29,8 +29,8 @@ from hypothesis import HealthCheck, given, settings
 
 from tests.differential.params import class_parameters, volume_attributes
 from tests.helpers import ROOT
-from webhook import provider_view
-from webhook.provider_view import Unreadable, View
+from webhook.providers.azure import provider_view
+from webhook.providers.azure.provider_view import Unreadable, View
 
 pytestmark = pytest.mark.e2e  # needs the oracle built from the provider's Go module
 

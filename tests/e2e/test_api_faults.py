@@ -26,8 +26,9 @@ from tests.e2e.webhook_harness import (
     service_account_kubeconfig,
 )
 from tests.helpers import CLIENT_ID, admission_review, controller_pod
+from webhook.names import PREFIX
 
-K = "kvinject.io/"
+K = PREFIX
 OTHER = "99999999-8888-7777-6666-555555555555"
 HANG_GUARD = 120.0  # stops a test that would hang; no speed is asserted
 

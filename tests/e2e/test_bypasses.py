@@ -29,9 +29,10 @@ from tests.e2e.webhook_harness import (
     wait_for,
 )
 from tests.helpers import CLIENT_ID, TENANT_ID
+from webhook.names import CSI_DRIVER
 
 BILLING = "99999999-8888-7777-6666-555555555555"
-DRIVER = "secrets-store.csi.k8s.io"
+DRIVER = CSI_DRIVER
 
 
 def provider_class(namespace: str, name: str, client_id: str, vault: str, **extra: Any) -> dict[str, Any]:

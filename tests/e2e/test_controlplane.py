@@ -16,12 +16,13 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.e2e.controlplane import ControlPlane
+from webhook.names import CLASS_GROUP
 
 pytestmark = pytest.mark.e2e
 
 T = TypeVar("T")
 
-SPC_GROUP = "secrets-store.csi.x-k8s.io"
+SPC_GROUP = CLASS_GROUP
 
 
 def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25) -> T:

@@ -11,7 +11,7 @@ import yaml
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import K, KvinjectServer, create, get_json, pod_manifest, provider_classes, wait_for
 from tests.helpers import CLIENT_ID, EXAMPLES, TENANT_ID
-from webhook import provider_view
+from webhook.providers.azure import provider_view
 
 
 def test_deployment_from_examples_is_injected(control_plane: ControlPlane, kvinject: KvinjectServer) -> None:

@@ -16,10 +16,11 @@ import yaml
 
 from tests.e2e.controlplane import ControlPlane
 from tests.e2e.webhook_harness import MANIFESTS, KvinjectServer, apply_docs, pick, rendered_manifests, wait_for
+from webhook.providers.azure.names import TOKEN_AUDIENCE
 
 POLICY = "kvinject-token-requests"
 DENIED = f"ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: "
-AUDIENCE = "api://AzureADTokenExchange"
+AUDIENCE = TOKEN_AUDIENCE
 KVINJECT = "system:serviceaccount:kvinject:kvinject"
 OTHER = "token-minter"  # a user holding the very same ClusterRole
 AUDIENCES = 'kvinject may only request tokens whose audiences are exactly ["api://AzureADTokenExchange"]'

@@ -16,7 +16,7 @@ import orjson
 from tests.fuzz.harness import ENDPOINTS, Failure, Harness, Input
 from tests.fuzz.strategies import Case, Deep, bulk_annotations, bulk_containers, encode
 from tests.helpers import admission_review, controller_pod
-from webhook import contract
+from webhook import names as kvnames
 from webhook.app import MAX_BODY
 from webhook.review import MAX_CONTAINERS, MAX_SEPARATORS, work
 
@@ -135,14 +135,14 @@ def _complexity(endpoint: str) -> Iterator[Input]:
         pod = controller_pod(annotations=bulk_annotations(shape, count))
         yield _edge(endpoint, f"{count} {shape} annotations", body(review(pod)))
     # containers x env annotations x env entries already in each container
-    env = {contract.SECRET_PREFIX + "db": "db-password"} | {f"{contract.ENV_PREFIX}V{i}": "db" for i in range(1500)}
+    env = {kvnames.SECRET_PREFIX + "db": "db-password"} | {f"{kvnames.ENV_PREFIX}V{i}": "db" for i in range(1500)}
     many = bulk_containers({"name": "x", "image": "registry.example.com/app:1.0"}, 20, 1500)
     pod = controller_pod(annotations=env, containers=many)
     yield _edge(endpoint, "20 containers x 1500 env x 1500 env annotations", body(review(pod)))
     # thousands of containers, all named in kvinject.io/containers, each with volume mounts
     mounts = [{"name": f"v{i}", "mountPath": f"/m{i}"} for i in range(20)]
     many = bulk_containers({"name": "x", "image": "i", "volumeMounts": mounts}, 4000, 0)  # within the parse budget
-    names = {contract.CONTAINERS: ",".join(c["name"] for c in many), contract.SECRET_PREFIX + "db": "db-password"}
+    names = {kvnames.CONTAINERS: ",".join(c["name"] for c in many), kvnames.SECRET_PREFIX + "db": "db-password"}
     yield _edge(
         endpoint, "4000 named containers x 20 mounts", body(review(controller_pod(annotations=names, containers=many)))
     )
@@ -151,9 +151,9 @@ def _complexity(endpoint: str) -> Iterator[Input]:
         volumes=[{"name": f"v{i}", "emptyDir": {}} for i in range(10_000)],
     )
     yield _edge(endpoint, "3000 init containers, 10000 volumes", body(review(pod)))
-    huge = {contract.SECRET_PREFIX + "db": "db-password", contract.MOUNT_PATH: "/" + "a/" * 2**19}
+    huge = {kvnames.SECRET_PREFIX + "db": "db-password", kvnames.MOUNT_PATH: "/" + "a/" * 2**19}
     yield _edge(endpoint, "1 MiB mount path", body(review(controller_pod(annotations=huge))))
-    key = {contract.SECRET_PREFIX + "a" * 2**20: "x"}
+    key = {kvnames.SECRET_PREFIX + "a" * 2**20: "x"}
     yield _edge(endpoint, "1 MiB annotation key", body(review(controller_pod(annotations=key))))
 
 
@@ -184,7 +184,7 @@ def check_retention(harness: Harness, requests: int = 20, secrets: int = 2000) -
         for index in range(requests):
             pod = controller_pod(
                 annotations={
-                    f"{contract.SECRET_PREFIX}s{i}": f"payments-kv/o{index}-{i}-{'x' * 60}" for i in range(secrets)
+                    f"{kvnames.SECRET_PREFIX}s{i}": f"payments-kv/o{index}-{i}-{'x' * 60}" for i in range(secrets)
                 }
             )
             last = Input(KIND + "-retention", "/mutate", body(review(pod)), label=f"retention {index}")

@@ -31,8 +31,9 @@ from hypothesis import strategies as st
 
 from tests.differential.params import attribute_overrides
 from tests.helpers import admission_review, controller_pod
-from webhook import contract, plan
-from webhook.spc import DRIVER
+from webhook import names as kvnames
+from webhook.names import CSI_DRIVER as DRIVER
+from webhook.providers.azure import names as azure_names
 
 Draw = Callable[[st.SearchStrategy[Any]], Any]
 
@@ -166,21 +167,21 @@ def wrong_typed() -> st.SearchStrategy[Any]:
 ALNUM = string.ascii_letters + string.digits
 VAULTS = ("payments-kv", "payments-kv", "payments-kv", "shared-kv", "kv-one", "other-kv")
 OBJECTS = ("db-password", "api-tls", "shared-config", "legacy-report", "queue-in", "missing", "a")
-CONTAINER_NAMES = ("app", "app", "sidecar", "init", "worker", plan.INIT_CONTAINER)
+CONTAINER_NAMES = ("app", "app", "sidecar", "init", "worker", kvnames.INIT_CONTAINER)
 ACCOUNTS = ("api", "api", "api", "worker", "default", "batch", "orphan", "foreign", "ghost")
 NAMESPACES = ("payments", "payments", "payments", "payments", "sandbox", "observed", "nowhere")
 PROVIDER_CLASSES = ("payments-shared", "payments-shared", "node-identity", "kvinject-0123456789abcdef")
 SECRET_NAMES = ("payments-shared", "kvinject-0123456789abcdef", "other", "db")
 MOUNT_PATHS = (
-    contract.DEFAULT_MOUNT_PATH,
+    kvnames.DEFAULT_MOUNT_PATH,
     "/data",
     "/etc/app/secrets",
     "/a/./b/",
     "/mnt/secrets/",
-    plan.OUTPUT_DIR,
-    plan.TOKEN_DIR,
+    kvnames.OUTPUT_DIR,
+    kvnames.TOKEN_DIR,
 )
-VOLUME_NAMES = (plan.VOLUME_NAME, plan.TOKEN_VOLUME, "data", "config", "tls")
+VOLUME_NAMES = (kvnames.VOLUME_NAME, kvnames.TOKEN_VOLUME, "data", "config", "tls")
 
 
 def _word(first: str, rest: str, max_size: int) -> st.SearchStrategy[str]:
@@ -217,28 +218,28 @@ def kvinject_annotations(draw: Draw, containers: Sequence[str] = ("app",), hosti
     for _ in range(0 if chance(draw, 15) else draw(st.integers(1, 3))):
         alias = pick(draw, aliases, hostile)
         defined.append(alias)
-        result[contract.SECRET_PREFIX + alias] = pick(draw, refs(), hostile)
+        result[kvnames.SECRET_PREFIX + alias] = pick(draw, refs(), hostile)
     for _ in range(draw(st.integers(1, 3)) if chance(draw, 35) else 0):
         value = st.sampled_from(defined) if defined and chance(draw, 60) else refs()
-        result[contract.ENV_PREFIX + pick(draw, env_names, hostile)] = pick(draw, value, hostile)
+        result[kvnames.ENV_PREFIX + pick(draw, env_names, hostile)] = pick(draw, value, hostile)
     names = st.lists(st.sampled_from(containers), min_size=1, max_size=3).map(",".join)
     # (key, valid values, near misses for hostile pods, percent of pods that set it)
     singles: tuple[tuple[str, st.SearchStrategy[str], tuple[str, ...], int], ...] = (
-        (contract.VAULT, vault_names, ("kv", "a--b", "payments-kv-"), 20),
-        (contract.MODE, st.sampled_from(("csi", "init")), ("CSI", "", "init "), 25),
-        (contract.CONTAINERS, names, ("ghost", "app,", ",", "App"), 20),
-        (contract.MOUNT_PATH, st.sampled_from(MOUNT_PATHS), ("/", "//", "/a/../b", "relative", "/a:b", ""), 20),
-        (contract.PROVIDER_CLASS, st.sampled_from(PROVIDER_CLASSES), ("missing-class", "Payments-Shared"), 12),
-        (contract.INIT_FIRST, st.sampled_from(("true", "false")), ("yes", "True", "0"), 15),
-        (contract.STATUS, st.just(contract.STATUS_INJECTED), ("pending",), 8),
-        (contract.PREFIX + "unknown", st.just("x"), (), 2),
+        (kvnames.VAULT, vault_names, ("kv", "a--b", "payments-kv-"), 20),
+        (kvnames.MODE, st.sampled_from(("csi", "init")), ("CSI", "", "init "), 25),
+        (kvnames.CONTAINERS, names, ("ghost", "app,", ",", "App"), 20),
+        (kvnames.MOUNT_PATH, st.sampled_from(MOUNT_PATHS), ("/", "//", "/a/../b", "relative", "/a:b", ""), 20),
+        (kvnames.PROVIDER_CLASS, st.sampled_from(PROVIDER_CLASSES), ("missing-class", "Payments-Shared"), 12),
+        (kvnames.INIT_FIRST, st.sampled_from(("true", "false")), ("yes", "True", "0"), 15),
+        (kvnames.STATUS, st.just(kvnames.STATUS_INJECTED), ("pending",), 8),
+        (kvnames.PREFIX + "unknown", st.just("x"), (), 2),
     )
     for key, valid, near, percent in singles:
         if chance(draw, percent):
             result[key] = pick(draw, valid, hostile, near=near)
     if hostile and chance(draw, 20):
         key = draw(st.one_of(st.sampled_from(("KVINJECT.IO/vault", "kvinject.io/", "secret-", "env-")), hostile_text()))
-        result[contract.PREFIX + key if chance(draw, 50) else key] = draw(hostile_text())
+        result[kvnames.PREFIX + key if chance(draw, 50) else key] = draw(hostile_text())
     if chance(draw, 4):
         shape = draw(st.sampled_from(("secret", "env", "same-env")))
         result.update(bulk_annotations(shape, draw(st.sampled_from((100, 1000, 5000)))))
@@ -250,10 +251,10 @@ def kvinject_annotations(draw: Draw, containers: Sequence[str] = ("app",), hosti
 def bulk_annotations(shape: str, count: int) -> dict[str, str]:
     """`count` annotations of one shape: distinct secrets, env vars with their own references, or shared ones."""
     if shape == "secret":
-        return {f"{contract.SECRET_PREFIX}s{i}": f"payments-kv/obj-{i}" for i in range(count)}
+        return {f"{kvnames.SECRET_PREFIX}s{i}": f"payments-kv/obj-{i}" for i in range(count)}
     if shape == "env":
-        return {f"{contract.ENV_PREFIX}V{i}": f"payments-kv/obj-{i}" for i in range(count)}
-    return {f"{contract.ENV_PREFIX}V{i}": "payments-kv/db-password" for i in range(count)}
+        return {f"{kvnames.ENV_PREFIX}V{i}": f"payments-kv/obj-{i}" for i in range(count)}
+    return {f"{kvnames.ENV_PREFIX}V{i}": "payments-kv/db-password" for i in range(count)}
 
 
 # -- pods ---------------------------------------------------------------------------------------------------------
@@ -297,7 +298,7 @@ def containers(draw: Draw, name: str, hostile: bool = False) -> dict[str, Any]:
             for _ in range(draw(st.integers(1, 3)))
         ]
     if chance(draw, 8):
-        container["command"] = list(plan.INIT_COMMAND)
+        container["command"] = list(kvnames.INIT_COMMAND)
     if chance(draw, 15):
         container["securityContext"] = {"runAsNonRoot": True, "runAsUser": draw(st.integers(-1, 2**31))}
     return container
@@ -316,7 +317,7 @@ def volumes(draw: Draw, hostile: bool = False) -> dict[str, Any]:
     if shape == 1:
         return {"name": name, "secret": {"secretName": draw(st.sampled_from(SECRET_NAMES))}}
     if shape == 2:
-        token = {"serviceAccountToken": {"audience": plan.TOKEN_AUDIENCE, "path": plan.TOKEN_FILE}}
+        token = {"serviceAccountToken": {"audience": azure_names.TOKEN_AUDIENCE, "path": kvnames.TOKEN_FILE}}
         secret = {"secret": {"name": draw(st.sampled_from(SECRET_NAMES))}}
         return {"name": name, "projected": {"sources": [token, secret]}}
     if shape == 3:
@@ -359,7 +360,7 @@ def pods(draw: Draw, hostile: bool | None = None) -> dict[str, Any]:
     annotations = draw(kvinject_annotations(known or ["app"], hostile))
     labels: dict[str, Any] = {"app": "api", "pod-template-hash": "7d9f8c6b5"}
     if not chance(draw, 10):
-        labels[contract.INJECT_LABEL] = pick(draw, st.just("false"), hostile, 50) if chance(draw, 10) else "true"
+        labels[kvnames.INJECT_LABEL] = pick(draw, st.just("false"), hostile, 50) if chance(draw, 10) else "true"
     account = None if chance(draw, 5) else pick(draw, st.sampled_from(ACCOUNTS), hostile, 20)
     pod = controller_pod(
         annotations=annotations,

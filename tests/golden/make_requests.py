@@ -13,10 +13,11 @@ import orjson
 
 from tests.helpers import RELAXABLE, admission_review, apply, controller_pod, example_cluster
 from webhook import review
-from webhook.admission import Mutator
+from webhook.mutation import Mutator
+from webhook.names import PREFIX
 from webhook.settings import Settings
 
-K = "kvinject.io/"
+K = PREFIX
 CASES = Path(__file__).parent / "cases"
 CSI = {
     K + "secret-db-password": "db-password",
@@ -28,9 +29,8 @@ CSI = {
 def injected_pod(pod: dict[str, Any]) -> dict[str, Any]:
     """kvinject's own output for `pod`, produced by the real code path."""
     doc = admission_review(pod)
-    outcome = asyncio.run(
-        Mutator(Settings(relaxable_namespaces=RELAXABLE), example_cluster()).mutate(review.parse(orjson.dumps(doc)))
-    )
+    mutator = Mutator(Settings(relaxable_namespaces=RELAXABLE), example_cluster())
+    outcome = asyncio.run(mutator.mutate(review.decode_review(orjson.dumps(doc))))
     return apply(pod, outcome.ops)
 
 

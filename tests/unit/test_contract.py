@@ -6,8 +6,9 @@ import pytest
 
 from webhook import contract
 from webhook.contract import ContractError, EnvVar, Mode, Mounted, ObjectRef, ObjectType
+from webhook.names import PREFIX
 
-K = "kvinject.io/"
+K = PREFIX
 
 
 @pytest.mark.parametrize(
@@ -66,7 +67,7 @@ def test_parse_ref_rejects(text: str, fragment: str) -> None:
 
 
 def test_parse_full_example_from_design() -> None:
-    req = contract.parse(
+    req = contract.parse_annotations(
         {
             K + "vault": "payments-kv",
             K + "secret-db-password": "db-password",
@@ -145,7 +146,7 @@ def test_parse_full_example_from_design() -> None:
     ],
 )
 def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check: object) -> None:
-    req = contract.parse(annotations, ns_vault)
+    req = contract.parse_annotations(annotations, ns_vault)
     assert callable(check) and check(req), req
 
 
@@ -261,14 +262,14 @@ def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check:
 )
 def test_parse_rejects_with_exact_message(annotations: dict[str, str], expected: list[str]) -> None:
     with pytest.raises(ContractError) as err:
-        contract.parse(annotations)
+        contract.parse_annotations(annotations)
     for fragment in expected:
         assert any(p.startswith(fragment) for p in err.value.problems), err.value.problems
 
 
 def test_every_problem_is_reported_at_once() -> None:
     with pytest.raises(ContractError) as err:
-        contract.parse(
+        contract.parse_annotations(
             {
                 K + "mode": "sidecar",
                 K + "secret-../x": "kv-one/a",

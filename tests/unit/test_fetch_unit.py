@@ -20,21 +20,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import CLIENT_ID, ROOT, TENANT_ID
-from webhook import azure, fetch
+from webhook import fetch
+from webhook.contract import ObjectType
 from webhook.fetch import (
     EXIT_CONFIG,
     EXIT_FAILED,
     EXIT_OK,
     Clock,
-    FailureKind,
     FetchConfig,
-    Identity,
-    ObjectSpec,
-    ObjectType,
-    Outcome,
-    ReadError,
+    ReadOutcome,
     WriteError,
 )
+from webhook.fetch import reading as fetch_reading
+from webhook.providers.azure import keyvault
+from webhook.providers.azure.access import Credentials, VaultAccess
+from webhook.providers.reading import FailureKind, ObjectSpec, ReadError
 
 SECRET = "correct-horse-battery-staple-\u00e9"  # a value that must never be printed
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.c2VydmljZS1hY2NvdW50.c2lnbmF0dXJl"  # stands in for the projected token
@@ -101,7 +101,7 @@ def make_config(tmp_path: Path, objects: list[ObjectSpec], **kwargs: object) -> 
     config = FetchConfig(
         objects=tuple(objects),
         output_dir=out,
-        identity=Identity(CLIENT_ID, TENANT_ID, token, "https://login.microsoftonline.com/"),
+        access=VaultAccess(Credentials(CLIENT_ID, TENANT_ID, token, "https://login.microsoftonline.com/")),
         termination_log=tmp_path / "termination-log",
     )
     return replace(config, **kwargs)  # type: ignore[arg-type]
@@ -162,10 +162,12 @@ def test_config_from_a_complete_environment(tmp_path: Path) -> None:
         ObjectSpec("legacy", "payments-kv", "legacy"),
     )
     assert (config.fs_group, config.timeout, config.retries) == (2000, 12.5, 2)
-    assert config.identity == Identity(CLIENT_ID, TENANT_ID, tmp_path / "token", "https://login.chinacloudapi.cn/")
-    assert config.vault_url("payments-kv") == "https://payments-kv.vault.azure.cn"
-    assert config.vault_url("shared-kv") == "https://10.0.0.4:8443"
-    assert (config.is_overridden("payments-kv"), config.is_overridden("shared-kv")) == (False, True)
+    assert config.access.credentials == Credentials(
+        CLIENT_ID, TENANT_ID, tmp_path / "token", "https://login.chinacloudapi.cn/"
+    )
+    assert config.access.vault_url("payments-kv") == "https://payments-kv.vault.azure.cn"
+    assert config.access.vault_url("shared-kv") == "https://10.0.0.4:8443"
+    assert (config.access.is_overridden("payments-kv"), config.access.is_overridden("shared-kv")) == (False, True)
     assert list(config.by_vault()) == ["payments-kv", "shared-kv"]
     assert config.objects[1].label == f"tls.pem (shared-kv/api-tls@{'a' * 32})"
 
@@ -174,8 +176,8 @@ def test_config_defaults(tmp_path: Path) -> None:
     config = fetch.load_config({k: v for k, v in env_for(tmp_path).items() if k != "KVINJECT_TERMINATION_LOG"})
     assert (config.fs_group, config.timeout, config.retries) == (None, 60.0, 4)
     assert config.termination_log == Path("/dev/termination-log")
-    assert config.identity.authority == "https://login.microsoftonline.com/"
-    assert config.vault_url("payments-kv") == "https://payments-kv.vault.azure.net"
+    assert config.access.credentials.authority == "https://login.microsoftonline.com/"
+    assert config.access.vault_url("payments-kv") == "https://payments-kv.vault.azure.net"
 
 
 def test_empty_environment_lists_every_problem(tmp_path: Path) -> None:
@@ -556,8 +558,8 @@ def test_a_vault_wide_failure_skips_the_rest_of_that_vault_only(tmp_path: Path) 
 
 
 def test_a_stuck_vault_is_abandoned_at_the_hard_stop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(fetch, "HARD_STOP_GRACE", 0.1)
-    monkeypatch.setattr(fetch, "MIN_ATTEMPT_SECONDS", 0.05)
+    monkeypatch.setattr(fetch_reading, "HARD_STOP_GRACE", 0.1)
+    monkeypatch.setattr(fetch_reading, "MIN_ATTEMPT_SECONDS", 0.05)
     release = threading.Event()
     reader = FakeReader({"a": [lambda: b"A"], "stuck": [lambda: bytes(release.wait(30))]})
     config = make_config(tmp_path, [spec("a", "vault-a"), spec("stuck", "vault-s")], timeout=0.2)
@@ -665,7 +667,7 @@ def test_no_value_or_token_in_any_output(tmp_path: Path, capsys: pytest.CaptureF
     assert [code for code, _ in outputs] == [EXIT_OK, EXIT_FAILED, EXIT_FAILED, EXIT_FAILED]
     for text in [*(o for _, o in outputs), captured.out, captured.err]:
         assert SECRET not in text and TOKEN not in text
-    assert SECRET not in repr(Outcome(DB, content=SECRET.encode()))
+    assert SECRET not in repr(ReadOutcome(DB, content=SECRET.encode()))
 
 
 # --------------------------------------------------------------------------------------
@@ -708,7 +710,7 @@ def test_module_entry_point_exits_2_on_bad_configuration(tmp_path: Path) -> None
     ids=["first-sentence", "long-sentence-code-only", "no-aadsts"],
 )
 def test_aadsts_summary(message: str, summary: str) -> None:
-    assert azure.aadsts_summary(message) == summary
+    assert keyvault.aadsts_summary(message) == summary
 
 
 @dataclass
@@ -727,7 +729,7 @@ class _Response:
     ],
 )
 def test_retry_after(headers: dict[str, str], seconds: float | None) -> None:
-    assert azure.retry_after(_Response(headers)) == seconds
+    assert keyvault.retry_after(_Response(headers)) == seconds
 
 
 def test_connection_detail_finds_the_socket_reason() -> None:
@@ -735,19 +737,19 @@ def test_connection_detail_finds_the_socket_reason() -> None:
     wrapper = OSError("Failed to establish a new connection")
     wrapper.__cause__ = refused
     outer = RuntimeError(wrapper)
-    assert azure.connection_detail(outer) == "RuntimeError (connection refused)"
-    assert azure.connection_detail(RuntimeError(TimeoutError())) == "RuntimeError (timed out)"
-    assert azure.connection_detail(RuntimeError("x")) == "RuntimeError"
+    assert keyvault.connection_detail(outer) == "RuntimeError (connection refused)"
+    assert keyvault.connection_detail(RuntimeError(TimeoutError())) == "RuntimeError (timed out)"
+    assert keyvault.connection_detail(RuntimeError("x")) == "RuntimeError"
 
     class ServiceResponseTimeoutError(Exception):
         pass
 
-    assert azure.connection_detail(ServiceResponseTimeoutError(TimeoutError())) == "ServiceResponseTimeoutError"
+    assert keyvault.connection_detail(ServiceResponseTimeoutError(TimeoutError())) == "ServiceResponseTimeoutError"
 
 
 def test_token_errors_from_the_sdk() -> None:
     refused = ServiceRequestError("Connection failed", error=ConnectionRefusedError(111, "Connection refused"))
-    unreachable = azure.token_error(refused)
+    unreachable = keyvault.token_error(refused)
     assert (unreachable.kind, unreachable.detail, unreachable.transient) == (
         FailureKind.TOKEN_UNREACHABLE,
         "ServiceRequestError (connection refused)",
@@ -757,18 +759,18 @@ def test_token_errors_from_the_sdk() -> None:
         message="Microsoft Entra ID error '(unauthorized_client) AADSTS700016: Application with identifier 'x' was "
         "not found in the directory 'y'. This can happen if ... Trace ID: 1'"
     )
-    refusal = azure.token_error(entra)
+    refusal = keyvault.token_error(entra)
     assert (refusal.kind, refusal.detail, refusal.transient) == (
         FailureKind.TOKEN,
         "AADSTS700016: Application with identifier 'x' was not found in the directory 'y'.",
         False,
     )
-    missing = azure.token_error(FileNotFoundError(2, "No such file or directory"))
+    missing = keyvault.token_error(FileNotFoundError(2, "No such file or directory"))
     assert missing.detail == "cannot read the service account token: No such file or directory"
 
 
 def test_vault_connection_errors_are_transient_unless_tls() -> None:
-    refused = azure.vault_error(ServiceRequestError("x", error=ConnectionRefusedError(111, "Connection refused")))
+    refused = keyvault.vault_error(ServiceRequestError("x", error=ConnectionRefusedError(111, "Connection refused")))
     assert (refused.kind, refused.transient) == (FailureKind.UNREACHABLE, True)
-    tls = azure.vault_error(ServiceRequestError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"))
+    tls = keyvault.vault_error(ServiceRequestError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed"))
     assert (tls.kind, tls.detail, tls.transient) == (FailureKind.TLS, "TLS certificate verification failed", False)

@@ -7,6 +7,7 @@ import pytest
 from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook import identity
 from webhook.model import ServiceAccount
+from webhook.providers.azure.identity import resolve
 
 
 @pytest.mark.parametrize(
@@ -45,7 +46,7 @@ from webhook.model import ServiceAccount
     ids=["missing", "no-client-id", "bad-client-id", "no-tenant", "bad-tenant"],
 )
 def test_resolve_explains_how_to_fix(account: ServiceAccount | None, default_tenant: str | None, expected: str) -> None:
-    assert identity.resolve("payments", "api", account, default_tenant) == expected
+    assert resolve("payments", "api", account, default_tenant) == expected
 
 
 @pytest.mark.parametrize(
@@ -58,7 +59,7 @@ def test_resolve_explains_how_to_fix(account: ServiceAccount | None, default_ten
     ids=["from-sa", "server-default", "sa-wins"],
 )
 def test_resolve_tenant(sa_tenant: str | None, default: str | None, expected: str) -> None:
-    who = identity.resolve("ns", "sa", ServiceAccount("ns", "sa", "u", CLIENT_ID.upper(), sa_tenant), default)
+    who = resolve("ns", "sa", ServiceAccount("ns", "sa", "u", CLIENT_ID.upper(), sa_tenant), default)
     assert who == identity.Identity(CLIENT_ID, expected)
 
 

@@ -9,7 +9,8 @@ from typing import Any
 import yaml
 
 from tests.helpers import ROOT
-from webhook import verify
+from webhook.providers.azure import names as azure_names
+from webhook.providers.azure import verify
 
 BASE = ROOT / "manifests" / "base"
 
@@ -153,4 +154,4 @@ def test_token_request_policy_is_in_the_live_verification_overlay_only() -> None
 
 
 def test_token_policy_matches_what_live_verification_requests() -> None:
-    assert verify.AUDIENCE == "api://AzureADTokenExchange" and verify.TOKEN_SECONDS <= 600
+    assert azure_names.TOKEN_AUDIENCE == "api://AzureADTokenExchange" and verify.TOKEN_SECONDS <= 600

@@ -9,14 +9,19 @@ import pytest
 
 from tests.helpers import apply, controller_pod
 from webhook import contract, plan
+from webhook import names as kvnames
+from webhook.identity import Identity
+from webhook.names import PREFIX
 from webhook.plan import EnvSource, PlanError
+from webhook.providers.azure import AzureProvider
+from webhook.settings import Settings
 
-K = "kvinject.io/"
+K = PREFIX
 SPC = "kvinject-0123456789abcdef"
 
 
 def request(annotations: dict[str, str]) -> contract.InjectionRequest:
-    return contract.parse(annotations, "payments-kv")
+    return contract.parse_annotations(annotations, "payments-kv")
 
 
 def ops_for(pod: dict[str, Any], annotations: dict[str, str], env: list[EnvSource] | None = None) -> list[Any]:
@@ -86,15 +91,15 @@ def test_plan_applies_and_is_idempotent(pod: dict[str, Any], annotations: dict[s
     chosen, _ = plan.targets(once, req.containers)
     assert chosen, "at least one target"
     for target in chosen:
-        mounts = [m for m in target.container["volumeMounts"] if m["name"] == plan.VOLUME_NAME]
-        assert mounts == [{"name": plan.VOLUME_NAME, "mountPath": req.mount_path, "readOnly": True}]
+        mounts = [m for m in target.container["volumeMounts"] if m["name"] == kvnames.VOLUME_NAME]
+        assert mounts == [{"name": kvnames.VOLUME_NAME, "mountPath": req.mount_path, "readOnly": True}]
         assert [e for e in target.container.get("env", []) if e["name"] == "DB"] == [e.entry() for e in env]
     others = [c for c in once["spec"]["containers"] if c["name"] not in {t.name for t in chosen}]
     for c in others:
-        assert "volumeMounts" not in c or all(m["name"] != plan.VOLUME_NAME for m in c["volumeMounts"])
-    volumes = [v for v in once["spec"]["volumes"] if v["name"] == plan.VOLUME_NAME]
+        assert "volumeMounts" not in c or all(m["name"] != kvnames.VOLUME_NAME for m in c["volumeMounts"])
+    volumes = [v for v in once["spec"]["volumes"] if v["name"] == kvnames.VOLUME_NAME]
     assert volumes == [plan.csi_volume(SPC)]
-    assert once["metadata"]["annotations"][contract.STATUS] == "injected"
+    assert once["metadata"]["annotations"][kvnames.STATUS] == "injected"
     # What was there before is untouched and in place.
     before = pod["spec"].get("volumes") or []
     assert once["spec"].get("volumes", [])[: len(before)] == before
@@ -190,7 +195,10 @@ def test_plan_does_not_modify_its_input() -> None:
 
 # -- mode init -----------------------------------------------------------------------------------
 
-SPEC = plan.InitSpec("kvinject:test", "cid", "tid", "https://login.example/", "vault.azure.net", "4Mi")
+SPEC = AzureProvider().init_spec(
+    Identity("cid", "tid"),
+    Settings(init_image="kvinject:test", authority_host="https://login.example/", vault_dns_suffix="vault.azure.net"),
+)
 INIT = {K + "mode": "init", K + "secret-db": "db", K + "secret-tls.pem": "cert:other-kv/tls"}
 
 INIT_SHAPES: list[tuple[str, dict[str, Any], dict[str, str]]] = [
@@ -225,29 +233,29 @@ def test_init_plan_applies_and_is_idempotent(pod: dict[str, Any], annotations: d
     assert plan.init(once, req, SPEC) == []
     inits = once["spec"]["initContainers"]
     names = [c["name"] for c in inits]
-    assert names.count(plan.INIT_CONTAINER) == 1
-    assert names.index(plan.INIT_CONTAINER) == (0 if req.init_first else len(names) - 1)
-    fetch = inits[names.index(plan.INIT_CONTAINER)]
+    assert names.count(kvnames.INIT_CONTAINER) == 1
+    assert names.index(kvnames.INIT_CONTAINER) == (0 if req.init_first else len(names) - 1)
+    fetch = inits[names.index(kvnames.INIT_CONTAINER)]
     env = {e["name"]: e["value"] for e in fetch["env"]}
     assert env["AZURE_CLIENT_ID"] == "cid" and env["AZURE_TENANT_ID"] == "tid"
-    assert env["AZURE_FEDERATED_TOKEN_FILE"] == f"{plan.TOKEN_DIR}/{plan.TOKEN_FILE}"
+    assert env["AZURE_FEDERATED_TOKEN_FILE"] == f"{kvnames.TOKEN_DIR}/{kvnames.TOKEN_FILE}"
     assert [o["alias"] for o in orjson.loads(env["KVINJECT_OBJECTS"])] == ["db", "tls.pem"]
     fs_group = (pod["spec"].get("securityContext") or {}).get("fsGroup")
     assert env.get("KVINJECT_FS_GROUP") == (str(fs_group) if fs_group else None)
     assert fetch["securityContext"]["readOnlyRootFilesystem"] is True
-    assert {"name": plan.VOLUME_NAME, "mountPath": plan.OUTPUT_DIR} in fetch["volumeMounts"]
+    assert {"name": kvnames.VOLUME_NAME, "mountPath": kvnames.OUTPUT_DIR} in fetch["volumeMounts"]
     volumes = {v["name"]: v for v in once["spec"]["volumes"]}
-    assert volumes[plan.VOLUME_NAME]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Mi"}
-    token = volumes[plan.TOKEN_VOLUME]["projected"]["sources"][0]["serviceAccountToken"]
+    assert volumes[kvnames.VOLUME_NAME]["emptyDir"] == {"medium": "Memory", "sizeLimit": "4Mi"}
+    token = volumes[kvnames.TOKEN_VOLUME]["projected"]["sources"][0]["serviceAccountToken"]
     assert token["audience"] == "api://AzureADTokenExchange"
     chosen, _ = plan.targets(once, req.containers)
     for target in chosen:
-        assert {"name": plan.VOLUME_NAME, "mountPath": "/mnt/secrets", "readOnly": True} in target.container[
+        assert {"name": kvnames.VOLUME_NAME, "mountPath": "/mnt/secrets", "readOnly": True} in target.container[
             "volumeMounts"
         ]
     # The token is only for kvinject-fetch.
-    for c in once["spec"]["containers"] + [c for c in inits if c["name"] != plan.INIT_CONTAINER]:
-        assert all(m["name"] != plan.TOKEN_VOLUME for m in c.get("volumeMounts", []))
+    for c in once["spec"]["containers"] + [c for c in inits if c["name"] != kvnames.INIT_CONTAINER]:
+        assert all(m["name"] != kvnames.TOKEN_VOLUME for m in c.get("volumeMounts", []))
         assert all(not e["name"].startswith("AZURE_") for e in c.get("env", []))
 
 

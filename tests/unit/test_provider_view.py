@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from webhook.provider_view import (
+from webhook.providers.azure.provider_view import (
     ECHO_CHARS,
     GO_SPACE,
     MAX_OBJECTS,
@@ -390,7 +390,7 @@ def test_refusals_in_the_token_pass_build_no_nodes(monkeypatch: pytest.MonkeyPat
     def no_compose(*args: object, **kwargs: object) -> None:
         raise AssertionError("composed")
 
-    monkeypatch.setattr("webhook.provider_view.yaml.compose", no_compose)
+    monkeypatch.setattr("webhook.providers.azure.provider_view.yaml.compose", no_compose)
     for text in (
         "a: &a [" + ", ".join(["x"] * 5000) + "]\narray: []",
         "array: [*a]",

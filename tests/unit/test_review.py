@@ -26,12 +26,12 @@ from webhook import review
 )
 def test_malformed(body: bytes, message: str) -> None:
     with pytest.raises(review.MalformedReview, match=message):
-        review.parse(body)
+        review.decode_review(body)
 
 
 def test_parse_pod_create() -> None:
     doc = admission_review(controller_pod(), dry_run=True, uid="abc")
-    req = review.parse(orjson.dumps(doc))
+    req = review.decode_review(orjson.dumps(doc))
     assert (req.uid, req.namespace, req.dry_run, req.is_pod_create) == ("abc", "payments", True, True)
 
 
@@ -50,7 +50,7 @@ def test_is_pod_create(mutate: object, expected: bool) -> None:
     doc = admission_review(controller_pod())
     assert callable(mutate)
     mutate(doc["request"])
-    assert review.parse(orjson.dumps(doc)).is_pod_create is expected
+    assert review.decode_review(orjson.dumps(doc)).is_pod_create is expected
 
 
 def test_response_shapes() -> None:
@@ -96,21 +96,21 @@ def _units_to_budget(unit: bytes) -> int:
 )
 def test_parse_budget_is_counted_on_the_bytes_before_parsing(unit: bytes, message: str) -> None:
     count = _units_to_budget(unit)
-    at_budget = review.parse(_filled(unit, count))
+    at_budget = review.decode_review(_filled(unit, count))
     assert at_budget.uid == "u" and len(at_budget.raw["filler"]) == count + 1
     with pytest.raises(review.MalformedReview, match=message):
-        review.parse(_filled(unit, count + 1))
+        review.decode_review(_filled(unit, count + 1))
 
 
 def test_parse_leaves_the_collector_as_it_found_it() -> None:
     assert gc.isenabled()
-    review.parse(_filled(b"[],", 10))
+    review.decode_review(_filled(b"[],", 10))
     with pytest.raises(review.MalformedReview):
-        review.parse(b"{")
+        review.decode_review(b"{")
     assert gc.isenabled()
     gc.disable()
     try:
-        review.parse(_filled(b"[],", 10))
+        review.decode_review(_filled(b"[],", 10))
         assert not gc.isenabled()
     finally:
         gc.enable()

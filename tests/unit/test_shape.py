@@ -64,10 +64,10 @@ def test_problems_are_capped() -> None:
 )
 def test_contract_limits(annotations: dict[str, str], fragment: str) -> None:
     with pytest.raises(contract.ContractError) as err:
-        contract.parse(annotations)
+        contract.parse_annotations(annotations)
     assert any(fragment in p for p in err.value.problems)
 
 
 def test_null_annotation_values_are_absent() -> None:
-    req = contract.parse({"kvinject.io/secret-a": "kv-one/a", "kvinject.io/env-X": None})  # type: ignore[dict-item]
+    req = contract.parse_annotations({"kvinject.io/secret-a": "kv-one/a", "kvinject.io/env-X": None})  # type: ignore[dict-item]
     assert req.env == ()

@@ -6,15 +6,18 @@ import pytest
 import yaml
 
 from tests.helpers import CLIENT_ID, TENANT_ID
-from webhook import contract, provider_view, spc
+from webhook import contract, spc
 from webhook.model import SecretProviderClass, ServiceAccount
+from webhook.names import PREFIX
+from webhook.providers.azure import classes, provider_view
 
-K = "kvinject.io/"
+K = PREFIX
 SA = ServiceAccount("payments", "api", "uid-1", CLIENT_ID, TENANT_ID)
 
 
 def build(annotations: dict[str, str], account: ServiceAccount = SA, namespace: str = "payments") -> dict:
-    return spc.build(contract.parse(annotations, "payments-kv"), namespace, account, CLIENT_ID, TENANT_ID)
+    wanted = contract.parse_annotations(annotations, "payments-kv")
+    return spc.generated("azure", classes.parameters(wanted, CLIENT_ID, TENANT_ID), wanted, namespace, account)
 
 
 def test_holds_exactly_the_requested_objects() -> None:
@@ -105,5 +108,5 @@ def test_unreadable_objects_are_problems(text: str) -> None:
         [],
         {},
     )
-    refs, problems = spc.declared_objects(found, CLIENT_ID)
+    refs, problems = classes.declared_objects(found, CLIENT_ID)
     assert refs == [] and len(problems) == 1 and "cannot be judged as the Azure provider reads it" in problems[0]

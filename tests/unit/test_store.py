@@ -35,7 +35,7 @@ def test_policy_index_follows_updates_and_deletes() -> None:
     c.apply("MODIFIED", sap("p2", B))
     assert [p.name for p in c.policies_for(A)] == ["p1"] and [p.name for p in c.policies_for(B)] == ["p2"]
     c.apply("DELETED", sap("p1", A))
-    assert c.policies_for(A) == [] and not c.stores["SecretAccessPolicy"].indexes["client"].get(A)
+    assert c.policies_for(A) == [] and not c.stores.policies.indexes["client"].get(A)
 
 
 def test_synced_secret_index() -> None:

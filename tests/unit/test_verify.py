@@ -13,12 +13,14 @@ import pytest
 from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook.cluster import FileCluster
 from webhook.contract import ObjectRef
-from webhook.fetch import FailureKind, FetchConfig, ObjectSpec, ReadError
 from webhook.identity import Identity
+from webhook.live import Result, enabled
 from webhook.metrics import Metrics
 from webhook.model import Namespace
+from webhook.providers.azure.access import VaultAccess
+from webhook.providers.azure.verify import Verifier
+from webhook.providers.reading import FailureKind, ObjectSpec, ReadError
 from webhook.settings import Settings
-from webhook.verify import Result, Verifier, enabled
 
 WHO = Identity(CLIENT_ID, TENANT_ID)
 DB = ObjectRef("kv-one", "db")
@@ -67,7 +69,7 @@ def verifier(
 ) -> tuple[Verifier, TokenCluster, list[str], list[str]]:
     cluster, reads, assertions = TokenCluster(), [], []
 
-    def factory(config: FetchConfig, assertion: Callable[[], str]) -> FakeReader:
+    def factory(access: VaultAccess, budget: float, assertion: Callable[[], str]) -> FakeReader:
         assertions.append(assertion())
         return FakeReader(answers or {}, delay, reads)
 

@@ -1,4 +1,4 @@
-"""Live verification: prove with Azure itself that a ServiceAccount can read what its pod asks for.
+"""Live verification with Azure: prove with Azure itself that a ServiceAccount can read what its pod asks for.
 
 For each (ServiceAccount, identity) it mints a short-lived token (TokenRequest, audience
 api://AzureADTokenExchange), exchanges it with Microsoft Entra ID for the identity, and reads each
@@ -14,41 +14,22 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 from webhook.cluster import Cluster, ClusterError
-from webhook.contract import ObjectRef
-from webhook.fetch import FailureKind, FetchConfig, ObjectSpec, ObjectType, Reader, ReadError
-from webhook.fetch import Identity as FetchIdentity
+from webhook.contract import ObjectRef, ObjectType
 from webhook.identity import Identity
+from webhook.live import Finding, Result
 from webhook.metrics import Metrics
-from webhook.model import Namespace
+from webhook.providers.azure.access import Credentials, VaultAccess
+from webhook.providers.azure.names import TOKEN_AUDIENCE
+from webhook.providers.reading import FailureKind, ObjectSpec, Reader, ReadError
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
 
-AUDIENCE = "api://AzureADTokenExchange"
 TOKEN_SECONDS = 600  # the shortest expiry the TokenRequest API grants
-LABEL = "kvinject.io/live-verify"
-
-
-class Result(StrEnum):
-    ALLOWED = "allowed"
-    NOT_FEDERATED = "not-federated"
-    DENIED = "denied"
-    NOT_FOUND = "not-found"
-    UNVERIFIED = "unverified"  # Azure unreachable, throttled, or out of time: never cached
-
-
-@dataclass(frozen=True, slots=True)
-class Finding:
-    ref: ObjectRef
-    result: Result
-    message: str = ""
-
 
 # What a failed read means for admission, and its cache class.
 _RESULTS = {
@@ -57,31 +38,23 @@ _RESULTS = {
     FailureKind.TOKEN: Result.NOT_FEDERATED,
 }
 
-ReaderFactory = Callable[[FetchConfig, Callable[[], str]], Reader]
+# A reader for an access, the budget, and the token held in memory.
+AssertionReaderFactory = Callable[[VaultAccess, float, Callable[[], str]], Reader]
 
 
-def _default_reader(config: FetchConfig, assertion: Callable[[], str]) -> Reader:
-    from webhook.azure import KeyVaultReader  # only when verification is on: the SDKs load lazily
+def _default_reader(access: VaultAccess, timeout: float, assertion: Callable[[], str]) -> Reader:
+    from webhook.providers.azure.keyvault import KeyVaultReader  # only when verification is on: SDKs load lazily
 
-    return KeyVaultReader(config, assertion)
-
-
-def enabled(settings: Settings, namespace: Namespace | None) -> bool:
-    """The server setting, overridden per namespace by the label kvinject.io/live-verify=true|false.
-
-    The label may always turn verification on; off only in namespaces on the server's allowlist.
-    """
-    value = (namespace.labels if namespace else {}).get(LABEL)
-    if value == "true":
-        return True
-    if value == "false" and namespace is not None and namespace.name in settings.relaxable_namespaces:
-        return False
-    return settings.live_verify
+    return KeyVaultReader(access, timeout, assertion)
 
 
 class Verifier:
     def __init__(
-        self, settings: Settings, cluster: Cluster, metrics: Metrics, reader_factory: ReaderFactory = _default_reader
+        self,
+        settings: Settings,
+        cluster: Cluster,
+        metrics: Metrics,
+        reader_factory: AssertionReaderFactory = _default_reader,
     ):
         self.settings = settings
         self.cluster = cluster
@@ -138,7 +111,7 @@ class Verifier:
         deadline = time.monotonic() + budget
         try:
             token = await asyncio.wait_for(
-                self.cluster.request_token(namespace, account, AUDIENCE, TOKEN_SECONDS), timeout=budget
+                self.cluster.request_token(namespace, account, TOKEN_AUDIENCE, TOKEN_SECONDS), timeout=budget
             )
         except (ClusterError, TimeoutError) as exc:
             reason = str(exc) if isinstance(exc, ClusterError) else "the TokenRequest API did not answer in time"
@@ -147,24 +120,13 @@ class Verifier:
                 for r in refs
             ]
         remaining = max(0.1, deadline - time.monotonic())
-        config = FetchConfig(
-            objects=tuple(
-                ObjectSpec(
-                    alias=r.name,
-                    vault=r.vault,
-                    name=r.name,
-                    type=ObjectType.CERT if r.type.value == "cert" else ObjectType.SECRET,
-                    version=r.version,
-                )
-                for r in refs
-            ),
-            output_dir=Path("/nonexistent"),  # nothing is ever written
-            identity=FetchIdentity(client_id, tenant_id, Path("/nonexistent"), self.settings.authority_host),
-            vault_dns_suffix=self.settings.vault_dns_suffix,
-            vault_url_overrides=dict(self.settings.vault_urls),
-            timeout=remaining,
+        access = VaultAccess(
+            # No token file: the token minted above is handed to the credential in memory.
+            Credentials(client_id, tenant_id, Path(), self.settings.authority_host),
+            self.settings.vault_dns_suffix,
+            dict(self.settings.vault_urls),
         )
-        work = asyncio.to_thread(self._check_all, config, token, client_id, deadline)
+        work = asyncio.to_thread(self._check_all, access, remaining, refs, token, deadline)
         try:
             findings = await asyncio.wait_for(work, timeout=remaining)
         except TimeoutError:
@@ -178,13 +140,18 @@ class Verifier:
                 self._cache[(*principal, finding.ref)] = (now + ttl, finding)
         return findings
 
-    def _check_all(self, config: FetchConfig, token: str, client_id: str, deadline: float) -> list[Finding]:
+    def _check_all(
+        self, access: VaultAccess, budget: float, refs: Sequence[ObjectRef], token: str, deadline: float
+    ) -> list[Finding]:
         """Blocking: one token exchange, then one read per object; values are dropped unread."""
-        reader = self.reader_factory(config, lambda: token)
+        reader = self.reader_factory(access, budget, lambda: token)
         findings: list[Finding] = []
         refused: Finding | None = None  # a refused token exchange answers for every object
+        client_id = access.principal
         try:
-            for spec, ref in zip(config.objects, _refs(config), strict=True):
+            for ref in refs:
+                kind = ObjectType.CERT if ref.type is ObjectType.CERT else ObjectType.SECRET
+                spec = ObjectSpec(alias=ref.name, vault=ref.vault, name=ref.name, type=kind, version=ref.version)
                 if refused is not None:
                     findings.append(Finding(ref, refused.result, refused.message))
                     continue
@@ -197,7 +164,7 @@ class Verifier:
                     del value  # proof of access is all we wanted
                     findings.append(Finding(ref, Result.ALLOWED))
                 except ReadError as exc:
-                    finding = Finding(ref, _RESULTS.get(exc.kind, Result.UNVERIFIED), describe(exc, ref, client_id))
+                    finding = Finding(ref, _RESULTS.get(exc.kind, Result.UNVERIFIED), explain(exc, ref, client_id))
                     if exc.kind in (FailureKind.TOKEN, FailureKind.TOKEN_UNREACHABLE):
                         refused = finding
                     findings.append(finding)
@@ -206,13 +173,7 @@ class Verifier:
         return findings
 
 
-def _refs(config: FetchConfig) -> list[ObjectRef]:
-    from webhook.contract import ObjectType as RefType
-
-    return [ObjectRef(o.vault, o.name, RefType(o.type.value), o.version) for o in config.objects]
-
-
-def describe(error: ReadError, ref: ObjectRef, client_id: str) -> str:
+def explain(error: ReadError, ref: ObjectRef, client_id: str) -> str:
     """The sentence an app team reads for a failed check: names, codes and Azure's own words only."""
     match error.kind:
         case FailureKind.TOKEN:

@@ -1,6 +1,6 @@
-"""The only module importing `azure.*`: Key Vault reads for `kvinject fetch`.
+"""The only module importing `azure.*`: Key Vault reads for `kvinject fetch` and live verification.
 
-`KeyVaultReader` makes ONE attempt per `read`; the retry loop and the overall budget live in webhook.fetch. So the
+`KeyVaultReader` makes ONE attempt per `read`; the retry loop and the overall budget live in the caller. So the
 SDK's own retries are off everywhere (`retry_total=0` on the SecretClients and on the credential: azure-identity
 would otherwise retry token POSTs on 5xx/429 by itself), and every attempt carries explicit socket timeouts.
 
@@ -34,13 +34,15 @@ from azure.core.exceptions import (
 from azure.identity import ClientAssertionCredential, WorkloadIdentityCredential
 from azure.keyvault.secrets import KeyVaultSecret, SecretClient
 
-from webhook.fetch import ATTEMPT_TIMEOUT_CAP, FailureKind, FetchConfig, ObjectSpec, ObjectType, ReadError
+from webhook.contract import ObjectType
+from webhook.providers.azure.access import VaultAccess
+from webhook.providers.reading import ATTEMPT_TIMEOUT_CAP, FailureKind, ObjectSpec, ReadError
 
 API_VERSION = "7.6"  # pinned: a newer SDK must not silently change the wire protocol
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
 CONNECT_TIMEOUT_CAP = 5.0
 SUMMARY_LIMIT = 300  # characters of a service message kept in a reason (Key Vault 403s run to ~250)
-NO_SDK_RETRIES: dict[str, Any] = {"retry_total": 0}  # webhook.fetch owns retries and the time budget
+NO_SDK_RETRIES: dict[str, Any] = {"retry_total": 0}  # the caller owns retries and the time budget
 
 _AADSTS = re.compile(r"(AADSTS\d+)\s*:?\s*(.*)", re.DOTALL)
 # requests' and urllib3's timeout exceptions, matched by name: those packages are azure-core's to import
@@ -100,15 +102,16 @@ def quiet_sdk_logging() -> None:
 
 
 class KeyVaultReader:
-    """webhook.fetch's Reader backed by azure-identity (workload identity) and azure-keyvault-secrets."""
+    """The read seam's Reader backed by azure-identity (workload identity) and azure-keyvault-secrets."""
 
-    def __init__(self, config: FetchConfig, assertion: Callable[[], str] | None = None) -> None:
-        """`assertion`: the ServiceAccount token in memory (live verification) instead of the token file."""
-        self._config = config
-        identity = config.identity
+    def __init__(self, access: VaultAccess, timeout: float, assertion: Callable[[], str] | None = None) -> None:
+        """`timeout`: the whole budget (no single attempt gets more); `assertion`: the ServiceAccount token in
+        memory (live verification) instead of the token file."""
+        self._access = access
+        identity = access.credentials
         timeouts: dict[str, Any] = {
-            "connection_timeout": min(CONNECT_TIMEOUT_CAP, config.timeout),
-            "read_timeout": min(ATTEMPT_TIMEOUT_CAP, config.timeout),
+            "connection_timeout": min(CONNECT_TIMEOUT_CAP, timeout),
+            "read_timeout": min(ATTEMPT_TIMEOUT_CAP, timeout),
         }
         credential: WorkloadIdentityCredential | ClientAssertionCredential
         if assertion is None:
@@ -137,11 +140,11 @@ class KeyVaultReader:
         with self._lock:
             if vault not in self._clients:
                 self._clients[vault] = SecretClient(
-                    self._config.vault_url(vault),
+                    self._access.vault_url(vault),
                     self._credential,
                     api_version=API_VERSION,
                     # An overridden URL (127.0.0.1, a private endpoint) is not under the challenge's resource.
-                    verify_challenge_resource=not self._config.is_overridden(vault),
+                    verify_challenge_resource=not self._access.is_overridden(vault),
                     **NO_SDK_RETRIES,
                 )
             return self._clients[vault]

@@ -1,13 +1,8 @@
-"""The cluster data kvinject decides on: the only module that imports `kubernetes`.
+"""The Kubernetes API as a cluster source: the only module that imports `kubernetes`.
 
-`Cluster` holds projections (see model.py) in memory and answers lookups;
-two sources fill it through the same `apply()` path:
-
-- `KubeCluster`: list+watch informers against the API (one thread each), a
-  live GET when a ServiceAccount is not cached yet (it may have been created
-  a moment ago in the same `kubectl apply`), and SecretProviderClass creation;
-- `FileCluster`: a multi-document YAML file of the same objects, for running
-  without a cluster; created objects are kept in memory.
+list+watch informers (one thread each) fill the stores; a lookup that misses makes a live GET (a
+ServiceAccount may have been created a moment ago in the same `kubectl apply`), and generated
+SecretProviderClasses and ServiceAccount tokens are created here.
 """
 
 from __future__ import annotations
@@ -17,25 +12,17 @@ import logging
 import random
 import threading
 import time
-import uuid
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 import orjson
-import yaml
 
-from webhook.model import AccessPolicy, Namespace, SecretProviderClass, ServiceAccount
+from webhook.cluster.base import KINDS, Cluster, ClusterError
+from webhook.model import Namespace, SecretProviderClass, ServiceAccount
+from webhook.names import CLASS_API_VERSION
 
 log = logging.getLogger(__name__)
-
-Key = tuple[str, str]
-
-
-class ClusterError(Exception):
-    """The API could not answer; the message is safe to show to a user."""
 
 
 @dataclass(frozen=True)
@@ -47,229 +34,9 @@ class Resource:
 
 SERVICE_ACCOUNTS = Resource("ServiceAccount", "/api/v1/serviceaccounts", True)
 NAMESPACES = Resource("Namespace", "/api/v1/namespaces", True)
-PROVIDER_CLASSES = Resource("SecretProviderClass", "/apis/secrets-store.csi.x-k8s.io/v1/secretproviderclasses", False)
+PROVIDER_CLASSES = Resource("SecretProviderClass", f"/apis/{CLASS_API_VERSION}/secretproviderclasses", False)
 ACCESS_POLICIES = Resource("SecretAccessPolicy", "/apis/kvinject.io/v1alpha1/secretaccesspolicies", False)
 RESOURCES = (SERVICE_ACCOUNTS, NAMESPACES, PROVIDER_CLASSES, ACCESS_POLICIES)
-
-
-R = TypeVar("R")
-
-
-class Store(Generic[R]):
-    """Records by key, plus secondary indexes kept in step on every put and delete."""
-
-    def __init__(self, key: Callable[[R], Hashable], indexers: dict[str, Callable[[R], Iterable[Hashable]]]):
-        self._key = key
-        self._indexers = indexers
-        self.items: dict[Hashable, R] = {}
-        self.indexes: dict[str, dict[Hashable, dict[Hashable, R]]] = {name: {} for name in indexers}
-
-    def put(self, record: R) -> None:
-        key = self._key(record)
-        self._unindex(key)
-        self.items[key] = record
-        for name, values in self._indexers.items():
-            for value in values(record):
-                self.indexes[name].setdefault(value, {})[key] = record
-
-    def delete(self, record: R) -> None:
-        key = self._key(record)
-        self._unindex(key)
-        self.items.pop(key, None)
-
-    def _unindex(self, key: Hashable) -> None:
-        old = self.items.get(key)
-        if old is None:
-            return
-        for name, values in self._indexers.items():
-            for value in values(old):
-                bucket = self.indexes[name].get(value)
-                if bucket is not None:
-                    bucket.pop(key, None)
-                    if not bucket:
-                        del self.indexes[name][value]
-
-    def get(self, key: Hashable) -> R | None:
-        return self.items.get(key)
-
-    def by(self, index: str, value: Hashable) -> list[R]:
-        return list(self.indexes[index].get(value, {}).values())
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-
-def _synced_secrets(spc: SecretProviderClass) -> list[Hashable]:
-    return [(spc.namespace, str(so.get("secretName"))) for so in spc.secret_objects if isinstance(so, dict)]
-
-
-def new_stores() -> dict[str, Store[Any]]:
-    return {
-        "ServiceAccount": Store[ServiceAccount](lambda r: (r.namespace, r.name), {}),
-        "Namespace": Store[Namespace](lambda r: r.name, {}),
-        "SecretProviderClass": Store[SecretProviderClass](lambda r: (r.namespace, r.name), {"synced": _synced_secrets}),
-        "SecretAccessPolicy": Store[AccessPolicy](lambda r: r.name, {"client": lambda r: [r.client_id]}),
-    }
-
-
-PROJECTIONS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "ServiceAccount": ServiceAccount.from_object,
-    "Namespace": Namespace.from_object,
-    "SecretProviderClass": SecretProviderClass.from_object,
-    "SecretAccessPolicy": AccessPolicy.from_object,
-}
-
-
-class Cluster(ABC):
-    def __init__(self) -> None:
-        self.stores = new_stores()
-
-    # -- filling ---------------------------------------------------------
-    def apply(self, event: str, obj: dict[str, Any]) -> None:
-        """Apply one watch-style event (ADDED, MODIFIED, DELETED) for any known kind."""
-        kind = str(obj.get("kind"))
-        project = PROJECTIONS.get(kind)
-        if project is None:
-            log.debug("ignoring %s %s", kind, (obj.get("metadata") or {}).get("name"))
-            return
-        record = project(obj)
-        if event == "DELETED":
-            self.stores[kind].delete(record)
-        else:
-            self.stores[kind].put(record)
-
-    @property
-    def provider_classes(self) -> Store[SecretProviderClass]:
-        return self.stores["SecretProviderClass"]
-
-    def policies_for(self, client_id: str) -> list[AccessPolicy]:
-        """Policies of one identity: an index lookup, whatever the number of policies."""
-        return self.stores["SecretAccessPolicy"].by("client", client_id.lower())
-
-    def classes_syncing(self, namespace: str, secret: str) -> list[SecretProviderClass]:
-        """SecretProviderClasses whose secretObjects sync to Secret `namespace/secret`."""
-        return self.stores["SecretProviderClass"].by("synced", (namespace, secret))
-
-    # -- reading ---------------------------------------------------------
-    async def namespace(self, name: str) -> Namespace | None:
-        found = self.stores["Namespace"].get(name)
-        if found is None:
-            found = await self._fetch_namespace(name)
-        return found
-
-    async def service_account(self, namespace: str, name: str) -> ServiceAccount | None:
-        found = self.stores["ServiceAccount"].get((namespace, name))
-        if found is None:
-            found = await self._fetch_service_account(namespace, name)
-        return found
-
-    async def secret_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None:
-        found = self.stores["SecretProviderClass"].get((namespace, name))
-        if found is None:
-            found = await self._fetch_provider_class(namespace, name)
-        return found
-
-    # -- source-specific ---------------------------------------------------
-    @abstractmethod
-    def ready(self) -> bool: ...
-
-    @abstractmethod
-    async def _fetch_namespace(self, name: str) -> Namespace | None: ...
-
-    @abstractmethod
-    async def _fetch_service_account(self, namespace: str, name: str) -> ServiceAccount | None: ...
-
-    @abstractmethod
-    async def _fetch_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None: ...
-
-    @abstractmethod
-    async def _create(self, obj: dict[str, Any]) -> bool:
-        """Create `obj`; False if an object of that name already exists."""
-
-    async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
-        """A short-lived token for a ServiceAccount (TokenRequest); never logged or stored."""
-        raise ClusterError("minting ServiceAccount tokens needs the Kubernetes API (not a --cluster file)")
-
-    async def ensure_provider_class(self, obj: dict[str, Any]) -> SecretProviderClass | None:
-        """Create a generated SecretProviderClass unless one of that name exists.
-
-        Returns the stored class when one already existed (whoever wrote it: the caller compares it with
-        `obj`), None when this call created it.
-        """
-        meta = obj["metadata"]
-        stored = self.provider_classes.get((meta["namespace"], meta["name"]))
-        if stored is not None:
-            return stored
-        if not await self._create(obj):
-            stored = await self._fetch_provider_class(meta["namespace"], meta["name"])
-            if stored is None:
-                raise ClusterError(f"SecretProviderClass {meta['namespace']}/{meta['name']} exists but cannot be read")
-            return stored
-        self.apply("ADDED", obj)
-        return None
-
-    def start(self) -> None:  # noqa: B027 - static sources have nothing to start
-        """Start filling (no-op for static sources)."""
-
-    def stop(self) -> None:  # noqa: B027
-        """Stop background work (no-op for static sources)."""
-
-
-class FileCluster(Cluster):
-    """Objects from a multi-document YAML file; what kvinject creates is kept in `created`."""
-
-    def __init__(self, documents: Iterable[dict[str, Any]]) -> None:
-        super().__init__()
-        self.created: list[dict[str, Any]] = []
-        for doc in documents:
-            self.apply("ADDED", doc)
-
-    @classmethod
-    def from_path(cls, *paths: Path) -> FileCluster:
-        """Objects from one or more multi-document YAML files, uids filled in deterministically."""
-        docs: list[dict[str, Any]] = []
-        for path in paths:
-            try:
-                loaded = [d for d in yaml.safe_load_all(path.read_text()) if d]
-            except (OSError, yaml.YAMLError) as exc:
-                raise ClusterError(f"cannot read cluster file {path}: {exc}") from None
-            bad = [i for i, d in enumerate(loaded) if not isinstance(d, dict) or "kind" not in d]
-            if bad:
-                raise ClusterError(f"cluster file {path}: documents {bad} are not Kubernetes objects")
-            docs.extend(_expand_lists(loaded))
-        for doc in docs:
-            doc.setdefault("metadata", {}).setdefault("uid", _stable_uid(doc))
-        return cls(docs)
-
-    def ready(self) -> bool:
-        return True
-
-    async def _fetch_namespace(self, name: str) -> Namespace | None:
-        return None
-
-    async def _fetch_service_account(self, namespace: str, name: str) -> ServiceAccount | None:
-        return None
-
-    async def _fetch_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None:
-        return None
-
-    async def _create(self, obj: dict[str, Any]) -> bool:
-        self.created.append(obj)
-        return True
-
-
-def _expand_lists(docs: list[dict[str, Any]]) -> Iterator[dict[str, Any]]:
-    for doc in docs:
-        if doc.get("kind") == "List" or str(doc.get("kind", "")).endswith("List"):
-            yield from (i for i in doc.get("items") or [] if isinstance(i, dict))
-        else:
-            yield doc
-
-
-def _stable_uid(doc: dict[str, Any]) -> str:
-    """A deterministic stand-in uid for file objects, so generated names are reproducible."""
-    meta = doc.get("metadata") or {}
-    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"kvinject:{doc.get('kind')}/{meta.get('namespace')}/{meta.get('name')}"))
 
 
 class KubeCluster(Cluster):
@@ -357,13 +124,13 @@ class KubeCluster(Cluster):
         return ServiceAccount.from_object(obj) if obj else None
 
     async def _fetch_provider_class(self, namespace: str, name: str) -> SecretProviderClass | None:
-        path = f"/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{namespace}/secretproviderclasses/{name}"
+        path = f"/apis/{CLASS_API_VERSION}/namespaces/{namespace}/secretproviderclasses/{name}"
         obj = await self._fetch("SecretProviderClass", path)
         return SecretProviderClass.from_object(obj) if obj else None
 
     def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
-        path = f"/apis/secrets-store.csi.x-k8s.io/v1/namespaces/{meta['namespace']}/secretproviderclasses"
+        path = f"/apis/{CLASS_API_VERSION}/namespaces/{meta['namespace']}/secretproviderclasses"
         try:
             resp = self._request("POST", path, body=obj)
             data = resp.data
@@ -462,7 +229,8 @@ class KubeCluster(Cluster):
 
     def _replace(self, resource: Resource, shadow: Cluster) -> None:
         # Swapping the whole store keeps readers on a complete, consistent snapshot.
-        self.stores[resource.kind] = shadow.stores[resource.kind]
+        kind = KINDS[resource.kind]
+        kind.replace(self.stores, kind.store(shadow.stores))
 
     def _watch(self, resource: Resource, version: str) -> None:
         while not self._stopping.is_set():
@@ -510,10 +278,3 @@ def _message(data: bytes | None) -> str:
         return str(doc.get("message", ""))[:300]
     except orjson.JSONDecodeError:
         return ""
-
-
-def load(cluster_file: Path | None, kubeconfig: str | None) -> Cluster:
-    """The cluster source a command asked for: a file if given, else the API."""
-    if cluster_file is not None:
-        return FileCluster.from_path(cluster_file)
-    return KubeCluster.from_config(kubeconfig)

@@ -1,0 +1,179 @@
+"""The init container's configuration, from the environment the webhook set; every problem is listed."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from webhook import names, providers
+from webhook.contract import ObjectType
+from webhook.providers import Provider
+from webhook.providers.reading import ObjectSpec
+
+DEFAULT_TERMINATION_LOG = "/dev/termination-log"
+DEFAULT_TIMEOUT = 60.0
+DEFAULT_RETRIES = 4
+MAX_RETRIES = 20
+_ALIAS_MAX_BYTES = 255
+_READABLE_TYPES = (ObjectType.SECRET, ObjectType.CERT)  # key objects never leave Key Vault
+
+
+@dataclass(frozen=True)
+class FetchConfig:
+    objects: tuple[ObjectSpec, ...]
+    output_dir: Path
+    access: Any  # the provider's: where and as whom to read (webhook.providers.reading.Access)
+    fs_group: int | None = None
+    termination_log: Path = Path(DEFAULT_TERMINATION_LOG)
+    timeout: float = DEFAULT_TIMEOUT
+    retries: int = DEFAULT_RETRIES
+
+    def by_vault(self) -> dict[str, list[ObjectSpec]]:
+        grouped: dict[str, list[ObjectSpec]] = {}
+        for obj in self.objects:
+            grouped.setdefault(obj.vault, []).append(obj)
+        return grouped
+
+
+class ConfigError(Exception):
+    """The environment is unusable (exit 2); every problem is listed."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+def _alias_problem(alias: str) -> str | None:
+    if not alias:
+        return "alias is empty"
+    if "/" in alias or alias.startswith(".") or "\0" in alias:
+        return f"alias {alias!r} is not a safe file name (no '/', no leading '.')"
+    if len(alias.encode()) > _ALIAS_MAX_BYTES:
+        return f"alias {alias[:32]!r}... is longer than {_ALIAS_MAX_BYTES} bytes"
+    return None
+
+
+def _str_field(item: Mapping[str, Any], key: str, where: str, problems: list[str], required: bool = True) -> str:
+    value = item.get(key, None if required else "")
+    if not isinstance(value, str):
+        problems.append(f"{where}: {key!r} must be a string")
+        return ""
+    return value
+
+
+def _parse_object(item: Any, where: str) -> tuple[ObjectSpec | None, list[str]]:
+    if not isinstance(item, dict):
+        return None, [f"{where}: must be a JSON object"]
+    problems: list[str] = []
+    alias = _str_field(item, "alias", where, problems)
+    vault = _str_field(item, "vault", where, problems)
+    name = _str_field(item, "name", where, problems)
+    kind = _str_field(item, "type", where, problems, required=False) or ObjectType.SECRET.value
+    version = _str_field(item, "version", where, problems, required=False)
+    if problems:
+        return None, problems
+    alias_problem = _alias_problem(alias)
+    if alias_problem:
+        problems.append(f"{where}: {alias_problem}")
+    if not names.VAULT_NAME.match(vault):
+        problems.append(f"{where}: vault {vault!r} must be 3-24 letters, digits or '-'")
+    if not names.OBJECT_NAME.match(name):
+        problems.append(f"{where}: name {name!r} must be 1-127 letters, digits or '-'")
+    if kind not in {t.value for t in _READABLE_TYPES}:
+        problems.append(f"{where}: type {kind!r} is not supported (secret or cert)")
+    if version and not names.OBJECT_VERSION.match(version):
+        problems.append(f"{where}: version {version!r} must be up to 32 letters or digits")
+    if problems:
+        return None, problems
+    return ObjectSpec(alias, vault, name, ObjectType(kind), version), []
+
+
+def _parse_objects(raw: str | None) -> tuple[tuple[ObjectSpec, ...], list[str]]:
+    if not raw:
+        return (), [f"{names.ENV_OBJECTS} is not set"]
+    try:
+        items = json.loads(raw)
+    except ValueError as exc:
+        return (), [f"{names.ENV_OBJECTS} is not valid JSON ({exc})"]
+    if not isinstance(items, list) or not items:
+        return (), [f"{names.ENV_OBJECTS} must be a non-empty JSON list of objects"]
+    objects: list[ObjectSpec] = []
+    problems: list[str] = []
+    for index, item in enumerate(items):
+        obj, item_problems = _parse_object(item, f"{names.ENV_OBJECTS}[{index}]")
+        problems.extend(item_problems)
+        if obj is not None:
+            objects.append(obj)
+    seen: set[str] = set()
+    for obj in objects:
+        if obj.alias in seen:
+            problems.append(f"{names.ENV_OBJECTS}: alias {obj.alias!r} is used twice")
+        seen.add(obj.alias)
+    return tuple(objects), problems
+
+
+def _parse_number(env: Mapping[str, str], key: str, default: float, low: float, high: float) -> tuple[float, list[str]]:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return default, []
+    try:
+        value = float(raw)
+    except ValueError:
+        return default, [f"{key} must be a number, not {raw!r}"]
+    if not math.isfinite(value) or not low <= value <= high:
+        return default, [f"{key} must be between {low:g} and {high:g}, not {raw!r}"]
+    return value, []
+
+
+def _parse_int(env: Mapping[str, str], key: str, low: int, high: int) -> tuple[int | None, list[str]]:
+    raw = env.get(key, "").strip()
+    if not raw:
+        return None, []
+    if not re.fullmatch(r"\d+", raw) or not low <= int(raw) <= high:
+        return None, [f"{key} must be an integer between {low} and {high}, not {raw!r}"]
+    return int(raw), []
+
+
+def _parse_output_dir(env: Mapping[str, str]) -> tuple[Path, list[str]]:
+    raw = env.get(names.ENV_OUTPUT_DIR, "")
+    if not raw:
+        return Path(), [f"{names.ENV_OUTPUT_DIR} is not set"]
+    if not Path(raw).is_dir():
+        return Path(raw), [f"{names.ENV_OUTPUT_DIR} {raw} is not a directory (is the volume mounted?)"]
+    return Path(raw), []
+
+
+def load_config(env: Mapping[str, str], provider: Provider | None = None) -> FetchConfig:
+    """The fetch configuration from the environment; raises ConfigError listing every problem."""
+    provider = provider or providers.default()
+    objects, problems = _parse_objects(env.get(names.ENV_OBJECTS))
+    output_dir, more = _parse_output_dir(env)
+    problems += more
+    access, identity_problems, endpoint_problems = provider.access_from_env(env)
+    problems += identity_problems
+    fs_group, more = _parse_int(env, names.ENV_FS_GROUP, 0, 2**32 - 2)
+    problems += more
+    retries, more = _parse_int(env, names.ENV_RETRIES, 0, MAX_RETRIES)
+    problems += more
+    timeout, more = _parse_number(env, names.ENV_TIMEOUT, DEFAULT_TIMEOUT, 1, 3600)
+    problems += more + endpoint_problems
+    if problems or access is None:
+        raise ConfigError(problems)
+    return FetchConfig(
+        objects=objects,
+        output_dir=output_dir,
+        access=access,
+        fs_group=fs_group,
+        termination_log=termination_log_path(env),
+        timeout=timeout,
+        retries=DEFAULT_RETRIES if retries is None else retries,
+    )
+
+
+def termination_log_path(env: Mapping[str, str]) -> Path:
+    return Path(env.get(names.ENV_TERMINATION_LOG) or DEFAULT_TERMINATION_LOG)

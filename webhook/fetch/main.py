@@ -1,0 +1,110 @@
+"""`kvinject fetch`: read everything, then write everything (or nothing); the exit code says which."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TextIO
+
+from webhook import names, providers
+from webhook.fetch.config import ConfigError, FetchConfig, load_config, termination_log_path
+from webhook.fetch.files import WriteError, remove_stale_temps, write_all
+from webhook.fetch.reading import Clock, ReadOutcome, fetch_all
+from webhook.fetch.report import fail, log
+from webhook.providers.reading import Reader
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
+
+ReaderFactory = Callable[[FetchConfig], Reader]
+
+
+def _report_reads(outcomes: Sequence[ReadOutcome], stderr: TextIO) -> list[str]:
+    for outcome in outcomes:
+        status = "read, not written (another object failed)" if outcome.ok else f"FAILED: {outcome.reason}"
+        log(stderr, f"{outcome.obj.label}: {status}")
+    return [f"{o.obj.label}: {o.reason}" for o in outcomes if not o.ok]
+
+
+def fetch(config: FetchConfig, reader: Reader, stderr: TextIO, clock: Clock | None = None) -> int:
+    """Read everything, then write everything (or nothing); returns the exit code."""
+    started = time.monotonic()
+    outcomes = fetch_all(reader, config, clock)
+    if not all(o.ok for o in outcomes):
+        lines = _report_reads(outcomes, stderr)
+        return fail(config.termination_log, lines, stderr, EXIT_FAILED)
+    remove_stale_temps(config.output_dir)
+    files = [(o.obj.alias, o.content) for o in outcomes if o.content is not None]
+    try:
+        write_all(config.output_dir, files, config.fs_group)
+    except WriteError as exc:
+        label = next(o.label for o in config.objects if o.alias == exc.alias)
+        log(stderr, f"{label}: FAILED: {exc.message}; nothing written")
+        return fail(config.termination_log, [f"{label}: {exc.message}"], stderr, EXIT_FAILED)
+    for obj in config.objects:
+        log(stderr, f"{obj.label}: written to {config.output_dir / obj.alias}")
+    log(stderr, f"{len(files)} object(s) written in {time.monotonic() - started:.2f}s")
+    return EXIT_OK
+
+
+def run(
+    env: Mapping[str, str],
+    reader_factory: ReaderFactory | None = None,
+    *,
+    stderr: TextIO | None = None,
+    clock: Clock | None = None,
+) -> int:
+    """`kvinject fetch` against an explicit environment and reader (tests pass their own)."""
+    err = stderr or sys.stderr
+    provider = providers.default()
+    try:
+        config = load_config(env, provider)
+    except ConfigError as exc:
+        lines = [f"configuration: {problem}" for problem in exc.problems]
+        for line in lines:
+            log(err, line)
+        return fail(termination_log_path(env), lines, err, EXIT_CONFIG)
+    try:
+        reader = reader_factory(config) if reader_factory else provider.reader(config.access, config.timeout)
+    except ValueError as exc:  # the SDK refused the identity settings
+        line = f"configuration: cannot set up the workload identity credential: {exc}"
+        log(err, line)
+        return fail(config.termination_log, [line], err, EXIT_CONFIG)
+    try:
+        return fetch(config, reader, err, clock)
+    finally:
+        with contextlib.suppress(Exception):
+            reader.close()
+
+
+def _parser() -> argparse.ArgumentParser:
+    provider = providers.default()
+    variables = [
+        names.ENV_OBJECTS,
+        names.ENV_OUTPUT_DIR,
+        names.ENV_FS_GROUP,
+        *provider.endpoint_environment,
+        names.ENV_TERMINATION_LOG,
+        names.ENV_TIMEOUT,
+        names.ENV_RETRIES,
+        *provider.identity_environment,
+    ]
+    return argparse.ArgumentParser(
+        prog="kvinject fetch",
+        description="Init-container entrypoint: write Key Vault objects into a directory, all or nothing.",
+        epilog=(
+            f"Configured by the environment: {', '.join(variables)}. "
+            "Exit 0 all written, 1 an object failed (nothing written), 2 unusable configuration."
+        ),
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        _parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2), reported as a return code
+        return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    return run(os.environ)

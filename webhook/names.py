@@ -1,0 +1,79 @@
+"""Every name kvinject shares with users, the apiserver, the CSI driver and its own init container, defined once.
+
+Provider-neutral names live here; a secret store's own names (Azure's ServiceAccount annotations, the
+AZURE_* variables, its token audience) live in `webhook.providers.<store>.names`. Modules and tests import
+these instead of writing the strings again.
+"""
+
+from __future__ import annotations
+
+import re
+
+# -- The annotation contract (DESIGN.md) ---------------------------------------------------------------
+
+PREFIX = "kvinject.io/"
+INJECT_LABEL = PREFIX + "inject"
+VAULT = PREFIX + "vault"
+SECRET_PREFIX = PREFIX + "secret-"
+ENV_PREFIX = PREFIX + "env-"
+MODE = PREFIX + "mode"
+CONTAINERS = PREFIX + "containers"
+MOUNT_PATH = PREFIX + "mount-path"
+PROVIDER_CLASS = PREFIX + "provider-class"
+INIT_FIRST = PREFIX + "init-first"
+STATUS = PREFIX + "status"
+STATUS_INJECTED = "injected"
+DEFAULT_MOUNT_PATH = "/mnt/secrets"
+
+# Namespace labels an administrator sets.
+ENFORCEMENT_LABEL = PREFIX + "enforcement"
+LIVE_VERIFY_LABEL = PREFIX + "live-verify"
+
+# -- Grammars of the contract (Key Vault's naming rules) -----------------------------------------------
+
+VAULT_NAME = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){1,22}[a-zA-Z0-9]$")
+OBJECT_NAME = re.compile(r"^[a-zA-Z0-9-]{1,127}$")
+OBJECT_VERSION = re.compile(r"^[a-zA-Z0-9]{1,32}$")
+
+# -- What kvinject adds to a pod -----------------------------------------------------------------------
+
+VOLUME_NAME = "kvinject-secrets"
+INIT_CONTAINER = "kvinject-fetch"
+INIT_COMMAND = ("kvinject", "fetch")
+TOKEN_VOLUME = "kvinject-azure-token"
+TOKEN_DIR = "/var/run/secrets/kvinject/azure-token"
+TOKEN_FILE = "azure-identity-token"
+OUTPUT_DIR = "/kvinject/secrets"
+
+# -- The generated SecretProviderClass and the Secrets Store CSI driver --------------------------------
+
+CSI_DRIVER = "secrets-store.csi.k8s.io"
+CLASS_GROUP = "secrets-store.csi.x-k8s.io"
+CLASS_API_VERSION = CLASS_GROUP + "/v1"
+CLASS_KIND = "SecretProviderClass"
+CLASS_ATTRIBUTE = "secretProviderClass"  # the volume attribute naming the class
+CLASS_NAME_PREFIX = "kvinject-"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kvinject"}
+
+# -- The init container's environment (set by the webhook, read by `kvinject fetch`) -------------------
+
+ENV_OBJECTS = "KVINJECT_OBJECTS"
+ENV_OUTPUT_DIR = "KVINJECT_OUTPUT_DIR"
+ENV_FS_GROUP = "KVINJECT_FS_GROUP"
+ENV_TERMINATION_LOG = "KVINJECT_TERMINATION_LOG"
+ENV_TIMEOUT = "KVINJECT_FETCH_TIMEOUT_SECONDS"
+ENV_RETRIES = "KVINJECT_FETCH_RETRIES"
+
+# -- Identity annotations a ServiceAccount carries (Azure Workload Identity's; the cluster records keep them) --
+
+SA_CLIENT_ID = "azure.workload.identity/client-id"
+SA_TENANT_ID = "azure.workload.identity/tenant-id"
+
+# -- Azure's public cloud: the defaults of the server settings and of `kvinject fetch` -------------------
+
+DEFAULT_AUTHORITY = "https://login.microsoftonline.com/"
+DEFAULT_VAULT_DNS_SUFFIX = "vault.azure.net"
+
+# -- Kubernetes ----------------------------------------------------------------------------------------
+
+DEFAULT_SERVICE_ACCOUNT = "default"
