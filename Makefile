@@ -22,6 +22,7 @@ run: install
 lint: install
 	$(BIN)/ruff check webhook tests bench
 	$(BIN)/mypy
+	$(BIN)/lint-imports --no-cache
 
 unit: install
 	$(BIN)/python -m pytest -m "not e2e"

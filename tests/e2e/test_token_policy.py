@@ -83,7 +83,7 @@ def tenant(control_plane: ControlPlane, kvinject: KvinjectServer) -> Iterator[st
 
 
 def test_kvinject_mints_what_live_verification_asks_for(control_plane: ControlPlane, tenant: str) -> None:
-    # webhook/verify.py: audience api://AzureADTokenExchange, 600 seconds, no bound object.
+    # webhook/providers/azure/verify.py: audience api://AzureADTokenExchange, 600 seconds, no bound object.
     result = create_token(control_plane, KVINJECT, tenant, "api", "--audience", AUDIENCE, "--duration", "600s")
     assert minted(result), result.stderr
 
