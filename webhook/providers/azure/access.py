@@ -28,7 +28,7 @@ class Credentials:
 
     client_id: str
     tenant_id: str
-    token_file: Path
+    token_file: Path | None  # None: the caller holds the token in memory (live verification)
     authority: str
 
 

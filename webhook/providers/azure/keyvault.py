@@ -115,6 +115,8 @@ class KeyVaultReader:
         }
         credential: WorkloadIdentityCredential | ClientAssertionCredential
         if assertion is None:
+            if identity.token_file is None:
+                raise ValueError("no token file and no assertion")
             credential = WorkloadIdentityCredential(
                 tenant_id=identity.tenant_id,
                 client_id=identity.client_id,

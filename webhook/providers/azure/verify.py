@@ -14,7 +14,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from webhook.cluster import Cluster, ClusterError
@@ -122,7 +121,7 @@ class Verifier:
         remaining = max(0.1, deadline - time.monotonic())
         access = VaultAccess(
             # No token file: the token minted above is handed to the credential in memory.
-            Credentials(client_id, tenant_id, Path(), self.settings.authority_host),
+            Credentials(client_id, tenant_id, None, self.settings.authority_host),
             self.settings.vault_dns_suffix,
             dict(self.settings.vault_urls),
         )
