@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.tenant import ALICE, POLICY, as_user, new_namespace, wait_for_policy
+from tests.bypasses.tenant import ALICE, POLICY, as_user, new_namespace, wait_for_policy
 from tests.harness import (
     CLIENT_ID,
     TENANT_ID,

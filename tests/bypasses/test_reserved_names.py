@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.tenant import (
+from tests.bypasses.tenant import (
     ALICE,
     KVINJECT,
     MANAGED_BY,
