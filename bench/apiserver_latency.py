@@ -12,7 +12,6 @@ the apiserver's own `apiserver_admission_webhook_admission_duration_seconds` for
 from __future__ import annotations
 
 import argparse
-import ssl
 import statistics
 import sys
 import tempfile
@@ -21,21 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import (
-    MANIFESTS,
-    KvinjectServer,
-    federated_namespace,
-    rendered_manifests,
-    service_account_kubeconfig,
-    webhook_configurations,
-)
-
-K = "kvinject.io/"
+from tests.harness import Binaries, ControlPlane, K, federated_namespace, install, point_webhooks_at, serve_as_shipped
 
 
 def pod(i: int) -> dict[str, Any]:
@@ -84,33 +72,21 @@ def main() -> int:
     parser.add_argument("--pods", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, ControlPlane(Path(tmp) / "cp") as cp:
-        from tests.e2e.controlplane import Binaries
-
         cp.apply_crd(Binaries.locate().spc_crd)
-        cp.kubectl("apply", "-k", str(MANIFESTS))
-        cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
+        install(cp)
         ns = federated_namespace(cp, "bench", {"bench-kv": ["*"]})
         # No webhook yet: the shipped configurations were applied but point at a Service with no
         # endpoints; delete them for the baseline.
         cp.kubectl("delete", "mutatingwebhookconfiguration,validatingwebhookconfiguration", "kvinject")
-        ctx = ssl.create_default_context(cafile=str(cp.ca_file))
-        ctx.load_cert_chain(str(cp.admin_cert), str(cp.admin_key))
-        with httpx.Client(base_url=cp.url, verify=ctx, timeout=30) as client:
+        with httpx.Client(base_url=cp.url, verify=cp.admin_ssl_context(), timeout=30) as client:
             timings(client, ns, 20)  # warm-up
             baseline = timings(client, ns, args.pods)
-            kubeconfig = service_account_kubeconfig(cp, Path(tmp) / "kvinject.kubeconfig", "kvinject", "kvinject")
-            server = KvinjectServer(Path(tmp) / "kvinject", kubeconfig, env={"KVINJECT_LOG_LEVEL": "WARNING"}).start()
-            try:
-                docs = rendered_manifests(cp)
-                configs = webhook_configurations(docs, server.url, server.ca_bundle)
-                cp.kubectl("create", "-f", "-", input=yaml.safe_dump_all(configs))
-                time.sleep(2)
+            with serve_as_shipped(cp, Path(tmp), env={"KVINJECT_LOG_LEVEL": "WARNING"}) as server:
+                point_webhooks_at(cp, server, verb="apply")  # returns once the apiserver calls kvinject
                 timings(client, ns, 20)  # warm-up: connections, caches
                 before = webhook_histogram(client)
                 with_kvinject = timings(client, ns, args.pods)
                 after = webhook_histogram(client)
-            finally:
-                server.stop()
     b50, b99 = summary(baseline)
     k50, k99 = summary(with_kvinject)
     print(

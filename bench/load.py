@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import csv
 import datetime as dt
 import io
@@ -39,7 +40,6 @@ import math
 import os
 import platform
 import shlex
-import signal
 import ssl
 import subprocess
 import sys
@@ -59,20 +59,26 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tests.e2e.controlplane import (  # noqa: E402 - after the sys.path line, like bench/policy_scaling.py
+from tests.harness import (  # noqa: E402 - after the sys.path line, like bench/policy_scaling.py
+    CLIENT_ID,
+    EXAMPLES,
+    TENANT_ID,
+    AzwiWebhook,
     Binaries,
     ControlPlane,
+    ServeProcess,
+    WaitTimeout,
+    admission_review,
     cache_dir,
-    free_port,
+    controller_pod,
+    only_loopback,
     read_versions,
-    tail,
+    trust,
+    wait_for,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod  # noqa: E402
-from webhook import certs  # noqa: E402
 
 BENCH = ROOT / "bench"
 K = "kvinject.io/"
-AZWI_PORT = 9443
 NAMESPACE = "payments"
 SERVICE_ACCOUNT = "api"
 SERVERS = ("kvinject", "peer")
@@ -175,102 +181,21 @@ def review_body(size: PodSize) -> bytes:
 # --------------------------------------------------------------------------------------
 
 
-def only_loopback() -> bool:
-    names = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
-    return names == ["lo"]
+def pinned(cpu: int | None) -> list[str]:
+    """``taskset -c CPU`` before a command: every thread the program will start inherits the affinity."""
+    return ["taskset", "-c", str(cpu)] if cpu is not None else []
 
 
-def pinned(cpu: int | None, args: list[str]) -> list[str]:
-    """``taskset -c CPU args``: every thread the program will start inherits the affinity."""
-    return ["taskset", "-c", str(cpu), *args] if cpu is not None else args
+Server = ServeProcess | AzwiWebhook  # started and ready; `name` is "kvinject" or "peer"
 
 
-@dataclass
-class Server:
-    name: str
-    url: str
-    ca_file: Path
-    log_path: Path
-    proc: subprocess.Popen[bytes]
-    command: list[str]
-    metrics_url: str | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def check_alive(self) -> None:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{tail(self.log_path)}")
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
-
-def spawn(args: list[str], log_path: Path, env: dict[str, str], cwd: Path | None = None) -> subprocess.Popen[bytes]:
-    with log_path.open("ab") as log:
-        log.write(f"$ {shlex.join(args)}\n".encode())
-        log.flush()
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=cwd)
-
-
-def wait_until(server: Server, probe: Any, what: str, timeout: float = 60.0) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Exception | None = None
-    while time.monotonic() < deadline:
-        server.check_alive()
-        try:
-            result = probe()
-            if result:
-                return result
-        except (httpx.HTTPError, OSError, ValueError, KeyError) as exc:
-            last = exc
-        time.sleep(0.1)
-    raise RuntimeError(f"{server.name}: {what} not reached in {timeout:.0f}s ({last}):\n{tail(server.log_path)}")
-
-
-def ssl_context(ca_file: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-def start_kvinject(workdir: Path, cpu: int | None) -> Server:
-    issued = certs.issue(workdir / "kvinject-certs", ["localhost"], ips=["127.0.0.1"])
-    port = free_port()
-    command = pinned(
-        cpu,
-        [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--cluster",
-            str(ROOT / "examples" / "cluster.yaml"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--cert-file",
-            str(issued.cert_file),
-            "--key-file",
-            str(issued.key_file),
-        ],
+def start_kvinject(workdir: Path, cpu: int | None) -> ServeProcess:
+    """`kvinject serve` on examples/cluster.yaml at its default log level, without this shell's KVINJECT_*."""
+    cluster = ["--cluster", str(EXAMPLES / "cluster.yaml")]
+    server = ServeProcess(
+        workdir / "kvinject", cluster, log_level=None, wrapper=pinned(cpu), inherit_kvinject_env=False, cwd=ROOT
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("KVINJECT_")}
-    log_path = workdir / "kvinject.log"
-    proc = spawn(command, log_path, env, cwd=ROOT)
-    return Server("kvinject", f"https://127.0.0.1:{port}/mutate", issued.ca_file, log_path, proc, command)
-
-
-def wait_kvinject(server: Server) -> None:
-    ctx = ssl_context(server.ca_file)
-    ready = server.url.removesuffix("/mutate") + "/readyz"
-    wait_until(server, lambda: httpx.get(ready, verify=ctx, timeout=1).status_code == 200, "readiness")
+    return server.start()
 
 
 def prepare_peer_cluster(cp: ControlPlane) -> None:
@@ -292,38 +217,13 @@ def prepare_peer_cluster(cp: ControlPlane) -> None:
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(docs))
 
 
-def start_peer(workdir: Path, cp: ControlPlane, binaries: Binaries, cpu: int | None) -> Server:
-    certdir = workdir / "peer-certs"
-    issued = certs.issue(certdir, ["localhost"], ips=["127.0.0.1"])
-    metrics_port = free_port()
-    command = pinned(
-        cpu,
-        [
-            str(binaries.azwi_webhook),
-            "-webhook-cert-dir",
-            str(certdir),
-            "-disable-cert-rotation",
-            "-health-addr",
-            f"127.0.0.1:{free_port()}",
-            "-metrics-addr",
-            f"127.0.0.1:{metrics_port}",
-            "-kubeconfig",
-            str(cp.kubeconfig),
-            "-tls-min-version",
-            "1.2",
-        ],
-    )
-    env = {**os.environ, "AZURE_TENANT_ID": TENANT_ID}
-    env.pop("KUBECONFIG", None)
-    log_path = workdir / "peer.log"
-    proc = spawn(command, log_path, env)
-    url = f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod"
-    return Server("peer", url, issued.ca_file, log_path, proc, command, f"http://127.0.0.1:{metrics_port}/metrics")
+def start_peer(workdir: Path, cp: ControlPlane, binaries: Binaries, cpu: int | None) -> AzwiWebhook:
+    return AzwiWebhook(binaries.azwi_webhook, workdir, cp.kubeconfig, name="peer", wrapper=pinned(cpu)).start()
 
 
 def api_gets(server: Server) -> int:
     """The GETs the peer sent to the API server so far (its client-go metric): its cache must serve the SA."""
-    if server.metrics_url is None:
+    if not isinstance(server, AzwiWebhook):
         return 0
     total = 0.0
     for line in httpx.get(server.metrics_url, timeout=5).text.splitlines():
@@ -333,7 +233,9 @@ def api_gets(server: Server) -> int:
 
 
 def post(server: Server, body: bytes, ctx: ssl.SSLContext) -> dict[str, Any]:
-    response = httpx.post(server.url, content=body, headers={"Content-Type": "application/json"}, verify=ctx, timeout=5)
+    response = httpx.post(
+        server.mutate_url, content=body, headers={"Content-Type": "application/json"}, verify=ctx, timeout=5
+    )
     response.raise_for_status()
     result: dict[str, Any] = response.json()
     return result
@@ -341,13 +243,13 @@ def post(server: Server, body: bytes, ctx: ssl.SSLContext) -> dict[str, Any]:
 
 def preflight(server: Server, size: PodSize, body: bytes) -> str:
     """One request: the server must admit the pod with a non-empty JSON patch that injects its part."""
-    ctx = ssl_context(server.ca_file)
+    ctx = trust(server.ca_file)
 
     def admitted() -> dict[str, Any] | None:
         answer = post(server, body, ctx)["response"]
         return answer if answer.get("allowed") and answer.get("patch") else None
 
-    answer = wait_until(server, admitted, f"an admitted, patched {size.name} pod", timeout=30)
+    answer = server.wait_until(admitted, f"an admitted, patched {size.name} pod")
     patch = json.loads(base64.b64decode(answer["patch"]))
     text = json.dumps(patch)
     marker = "kvinject-secrets" if server.name == "kvinject" else "AZURE_CLIENT_ID"
@@ -358,9 +260,9 @@ def preflight(server: Server, size: PodSize, body: bytes) -> str:
 
 def tls_version(server: Server) -> str:
     """The protocol the server negotiates (probed with Python's client; cipher choice may differ for Go)."""
-    host, _, rest = server.url.removeprefix("https://").partition(":")
+    host, _, rest = server.mutate_url.removeprefix("https://").partition(":")
     port = int(rest.split("/")[0])
-    ctx = ssl_context(server.ca_file)
+    ctx = trust(server.ca_file)
     import socket
 
     with socket.create_connection((host, port), timeout=5) as raw, ctx.wrap_socket(raw, server_hostname=host) as tls:
@@ -513,7 +415,7 @@ def attack_command(s: LoadSettings, rate: int, seconds: float) -> str:
 
 def run_attack(s: LoadSettings, server: Server, body_file: Path, rate: int, seconds: float, raw: Path) -> None:
     proc = vegeta_attack(s, server, body_file, rate, seconds, raw)
-    _, err = proc.communicate(f"POST {server.url}\n".encode(), timeout=seconds + s.timeout + 30)
+    _, err = proc.communicate(f"POST {server.mutate_url}\n".encode(), timeout=seconds + s.timeout + 30)
     if proc.returncode != 0:
         raise RuntimeError(f"vegeta attack failed ({proc.returncode}): {err.decode(errors='replace')}")
 
@@ -531,13 +433,15 @@ def decode(s: LoadSettings, raw: Path) -> list[tuple[int, int, int, str]]:
 
 
 def wait_idle(pid: int, limit: float = 10.0) -> None:
-    """Until the server has used under 5 % CPU over 200 ms (it may still drain a backlog)."""
-    deadline = time.monotonic() + limit
-    while time.monotonic() < deadline:
+    """Until the server has used under 5 % CPU over 200 ms (it may still drain a backlog), for `limit` s at most."""
+
+    def idle() -> bool:
         before = cpu_seconds(pid)
         time.sleep(0.2)
-        if cpu_seconds(pid) - before < 0.01:
-            return
+        return cpu_seconds(pid) - before < 0.01
+
+    with contextlib.suppress(WaitTimeout):  # measure anyway: the step records the CPU it shares
+        wait_for(idle, "the server to idle", timeout=limit, interval=0)
 
 
 def measure(
@@ -549,7 +453,7 @@ def measure(
     total = s.step_warmup + s.duration
     proc = vegeta_attack(s, server, body_file, rate, total, raw)
     assert proc.stdin is not None
-    proc.stdin.write(f"POST {server.url}\n".encode())
+    proc.stdin.write(f"POST {server.mutate_url}\n".encode())
     proc.stdin.close()
     started = time.monotonic()
     with RssSampler(server.pid) as rss:
@@ -846,10 +750,6 @@ def servers_running(
             stack.callback(running["peer"].stop)
             out = subprocess.run([str(binaries.azwi_webhook), "--version"], capture_output=True, text=True, timeout=10)
             info["peer_version"] = "azwi-webhook " + json.loads(out.stdout or "{}").get("buildVersion", "?")
-        if "kvinject" in running:
-            wait_kvinject(running["kvinject"])
-        if "peer" in running:
-            wait_until(running["peer"], lambda: tls_version(running["peer"]), "a TLS handshake", timeout=30)
         yield running, info
 
 
@@ -935,7 +835,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 info[f"tls_{server.name}"] = tls_version(server)
                 print(
                     f"{LABELS[server.name]}: pid {server.pid}, threads on CPU {','.join(sorted(affinity))}, "
-                    f"{info[f'tls_{server.name}']}, {server.url}",
+                    f"{info[f'tls_{server.name}']}, {server.mutate_url}",
                     flush=True,
                 )
                 if server_cpu is not None and affinity != {str(server_cpu)}:
@@ -959,7 +859,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             break
             for name, server in running.items():
                 server.check_alive()
-                if server.metrics_url is not None:
+                if isinstance(server, AzwiWebhook):
                     sent = sum(x.requests for x in steps if x.server == name)
                     gets = api_gets(server) - gets_before[name]
                     info[f"api_gets_{name}"] = f"{gets} API GETs for {sent} measured admissions"

@@ -23,7 +23,7 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.helpers import CLIENT_ID, TENANT_ID, admission_review, controller_pod
+from tests.harness import CLIENT_ID, TENANT_ID, admission_review, controller_pod
 from webhook import review
 from webhook.cluster import FileCluster
 from webhook.mutation import Mutator

@@ -21,9 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import contextlib
 
-from tests.helpers import EXAMPLES
-from tests.loadgen import Load, constant_load
-from tests.serving import ServeProcess
+from tests.harness import EXAMPLES, Load, ServeProcess, constant_load
 
 
 def rss_mib(pid: int) -> float:
@@ -47,23 +45,20 @@ def main() -> int:
     parser.add_argument("--rate", type=float, default=200)
     args = parser.parse_args()
     seconds = args.minutes * 60
-    with tempfile.TemporaryDirectory() as tmp:
-        server = ServeProcess(Path(tmp), ["--cluster", str(EXAMPLES / "cluster.yaml")], log_level="WARNING").start()
-        assert server.proc is not None
-        proc, port, issued = server.proc, server.port, server.issued
-        try:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        ServeProcess(Path(tmp), ["--cluster", str(EXAMPLES / "cluster.yaml")], log_level="WARNING") as server,
+    ):
 
-            async def run() -> tuple[Load, list[tuple[float, float]]]:
-                load, samples, stop = Load(), [], asyncio.Event()
-                sampler = asyncio.create_task(sample(proc.pid, 10, samples, stop))
-                await constant_load(f"https://127.0.0.1:{port}/mutate", issued.ca_file, args.rate, seconds, load)
-                stop.set()
-                await sampler
-                return load, samples
+        async def run() -> tuple[Load, list[tuple[float, float]]]:
+            load, samples, stop = Load(), [], asyncio.Event()
+            sampler = asyncio.create_task(sample(server.pid, 10, samples, stop))
+            await constant_load(f"{server.url}/mutate", server.ca_file, args.rate, seconds, load)
+            stop.set()
+            await sampler
+            return load, samples
 
-            load, samples = asyncio.run(run())
-        finally:
-            server.stop()
+        load, samples = asyncio.run(run())
     warm = min(300.0, seconds / 6)
     after = [rss for t, rss in samples if t >= warm]
     base, end, peak = after[0], after[-1], max(after)

@@ -6,12 +6,14 @@ import base64
 import datetime as dt
 import ipaddress
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 
@@ -120,3 +122,87 @@ def issue(
     _write(key_path, _pem_key(key), private=True)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return Issued(ca_cert_path, cert_path, key_path)
+
+
+def certificate(
+    common_name: str,
+    *,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    ca: bool = False,
+    organizations: Sequence[str] = (),
+    dns_names: Sequence[str] = (),
+    ips: Sequence[str] = (),
+    server: bool = False,
+    client: bool = False,
+    days: float = 365,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate and its new ECDSA P-256 key, self-signed unless `issuer` (a CA's certificate and key) signs it.
+
+    A CA (`ca`) may sign certificates and CRLs at any depth; any certificate may sign (digital signature), with the
+    extended key usages asked for (`server`, `client`) and the subject alternative names `dns_names` and `ips`."""
+    key = _key()
+    now = dt.datetime.now(dt.UTC)
+    subject = x509.Name(
+        [
+            *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+        ]
+    )
+    issuer_name, signing_key = (issuer[0].subject, issuer[1]) if issuer is not None else (subject, key)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=days))
+        .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=ca,
+                crl_sign=ca,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+    )
+    if ca:
+        builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+    if issuer is not None:
+        aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer[1].public_key())
+        builder = builder.add_extension(aki, critical=False)
+    usages = [
+        oid
+        for oid, wanted in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client))
+        if wanted
+    ]
+    if usages:
+        builder = builder.add_extension(x509.ExtendedKeyUsage(usages), critical=False)
+    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
+    if sans:
+        builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+    return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def write_private_key(path: Path, key: PrivateKeyTypes) -> Path:
+    """`key` as unencrypted PKCS#8 PEM, readable by its owner only, written atomically."""
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    _write(path, pem, private=True)
+    return path
+
+
+def write_certificate(out: Path, name: str, cert: x509.Certificate, key: PrivateKeyTypes) -> tuple[Path, Path]:
+    """<name>.crt and <name>.key under `out` (the key first, as `issue` does); returns their paths."""
+    out.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = out / f"{name}.crt", out / f"{name}.key"
+    write_private_key(key_path, key)
+    _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path

@@ -9,7 +9,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import admission_review, controller_pod, example_cluster
+from tests.harness import admission_review, controller_pod, example_cluster
 from webhook.app import MAX_BODY, create_app
 from webhook.cluster import FileCluster
 from webhook.settings import Settings

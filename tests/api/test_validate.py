@@ -10,7 +10,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import RELAXABLE, TENANT_ID, admission_review, apply, controller_pod, golden_cluster
+from tests.harness import RELAXABLE, TENANT_ID, admission_review, apply, controller_pod, golden_cluster
 from webhook import review
 from webhook.app import create_app
 from webhook.cluster import FileCluster

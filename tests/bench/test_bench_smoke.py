@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 
-from tests.helpers import ROOT
+from tests.harness import ROOT
 
 
 def test_policy_scaling_smoke() -> None:

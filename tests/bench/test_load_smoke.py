@@ -10,7 +10,6 @@ failed under CI (CI=true), like the e2e tier.
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.harness import ROOT, unavailable
 
 pytestmark = pytest.mark.e2e  # real servers and a control plane: not part of `make unit`
 
@@ -26,12 +25,6 @@ EXIT_NOT_ISOLATED = 3
 EXIT_TOOLS_MISSING = 4
 SIZES = ("10 KiB", "75 KiB")
 NUMBER = r"\d+\.\d+x \(kvinject \d+\.\d+ ms, peer \d+\.\d+ ms\)"
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def test_load_harness_smoke(tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import yaml
 from cryptography import x509
 from cryptography.x509.oid import ExtensionOID
 
-from tests.helpers import EXAMPLES, admission_review, controller_pod
+from tests.harness import EXAMPLES, admission_review, controller_pod
 
 CLUSTER = str(EXAMPLES / "cluster.yaml")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 
 from tests.differential.params import class_parameters, volume_attributes
-from tests.helpers import ROOT
+from tests.harness import ROOT, Lifecycle, cache_dir, unavailable
 from webhook.providers.azure import provider_view
 from webhook.providers.azure.provider_view import Unreadable, View
 
@@ -36,12 +35,6 @@ pytestmark = pytest.mark.e2e  # needs the oracle built from the provider's Go mo
 
 SOURCE = ROOT / "tests" / "provider_view"
 EXAMPLES = 300
-
-
-def unavailable(message: str) -> None:
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(message, pytrace=False)
-    pytest.skip(message)
 
 
 def provider_version() -> str:
@@ -53,8 +46,7 @@ def provider_version() -> str:
 
 
 def oracle_path() -> Path:
-    cache = Path(os.environ.get("KVINJECT_CACHE", Path.home() / ".cache" / "kvinject"))
-    return cache / "bin" / f"provider-view-{provider_version()}" / "provider-view"
+    return cache_dir() / "bin" / f"provider-view-{provider_version()}" / "provider-view"
 
 
 def source_digest() -> str:
@@ -64,16 +56,20 @@ def source_digest() -> str:
     ).hexdigest()
 
 
-class Oracle:
-    """One provider-view process: a JSON line in, a JSON line out."""
+class Oracle(Lifecycle):
+    """One provider-view process: a JSON line in, a JSON line out; it ends when its input does."""
 
     def __init__(self, binary: Path) -> None:
+        self.binary = binary
+        self.process: subprocess.Popen[str] | None = None
+
+    def _start(self) -> None:
         self.process = subprocess.Popen(
-            [str(binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
+            [str(self.binary)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, encoding="utf-8"
         )
 
     def view(self, params: dict[str, str]) -> dict[str, Any]:
-        assert self.process.stdin is not None and self.process.stdout is not None
+        assert self.process is not None and self.process.stdin is not None and self.process.stdout is not None
         self.process.stdin.write(json.dumps({"parameters": params}) + "\n")
         self.process.stdin.flush()
         line = self.process.stdout.readline()
@@ -81,10 +77,10 @@ class Oracle:
         answer: dict[str, Any] = json.loads(line)
         return answer
 
-    def close(self) -> None:
-        if self.process.stdin is not None:
+    def _stop(self) -> None:
+        if self.process is not None and self.process.stdin is not None:
             self.process.stdin.close()
-        self.process.wait(timeout=60)
+            self.process.wait(timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -95,9 +91,8 @@ def oracle() -> Iterator[Oracle]:
         unavailable(f"{binary} missing: run tests/provider_view/build.sh (make provider-view)")
     if not stamp.is_file() or stamp.read_text().strip() != source_digest():
         unavailable(f"{binary} was built from other sources: run tests/provider_view/build.sh")
-    running = Oracle(binary)
-    yield running
-    running.close()
+    with Oracle(binary) as running:
+        yield running
 
 
 def as_provider_json(view: View) -> dict[str, Any]:

@@ -1,1 +1,1 @@
-"""End-to-end tests against a real local Kubernetes control plane (see controlplane.py)."""
+"""End-to-end tests against a real local Kubernetes control plane (see tests/harness/controlplane.py)."""

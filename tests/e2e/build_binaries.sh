@@ -12,7 +12,7 @@
 #                                           /bin/azwi-<v>/azwi-webhook
 #                                           /crds/secrets-store-csi-driver-<v>/secrets-store.csi.x-k8s.io_secretproviderclasses.yaml
 # Each step is skipped when its output already exists and works, so a second run takes
-# seconds. Versions are pinned in tests/e2e/versions.env (also read by controlplane.py).
+# seconds. Versions are pinned in tests/e2e/versions.env (also read by tests/harness/controlplane.py).
 #
 # Usage: tests/e2e/build_binaries.sh            # build what is missing
 #        KVINJECT_CACHE=/some/dir tests/e2e/build_binaries.sh

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import signal
-import ssl
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,29 +14,32 @@ import httpx
 import orjson
 import pytest
 
-from tests.e2e.controlplane import Binaries, ControlPlane
-from tests.e2e.webhook_harness import (
-    MANIFESTS,
+from tests.harness import (
+    CLIENT_ID,
+    HANG_GUARD,
+    Binaries,
+    ControlPlane,
+    K,
     KvinjectServer,
     access_policy,
+    admission_review,
     apply_docs,
+    controller_pod,
     federated_namespace,
+    install,
+    serve_as_shipped,
     service_account_kubeconfig,
+    wait_for,
 )
-from tests.helpers import CLIENT_ID, admission_review, controller_pod
-from webhook.names import PREFIX
 
-K = PREFIX
 OTHER = "99999999-8888-7777-6666-555555555555"
-HANG_GUARD = 120.0  # stops a test that would hang; no speed is asserted
 
 
 @pytest.fixture(scope="module")
 def plane(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     with ControlPlane(tmp_path_factory.mktemp("faults"), binaries=e2e_binaries) as cp:
         cp.apply_crd(e2e_binaries.spc_crd)
-        cp.kubectl("apply", "-k", str(MANIFESTS))
-        cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
+        install(cp)
         yield cp
 
 
@@ -49,19 +50,16 @@ def world(plane: ControlPlane) -> str:
 
 @pytest.fixture
 def server(plane: ControlPlane, world: str, tmp_path: Path) -> Iterator[KvinjectServer]:
-    kubeconfig = service_account_kubeconfig(plane, tmp_path / "kubeconfig", "kvinject", "kvinject")
-    srv = KvinjectServer(tmp_path / "kvinject", kubeconfig).start()
-    yield srv
-    srv.stop()
+    with serve_as_shipped(plane, tmp_path) as srv:
+        yield srv
     assert "Traceback" not in srv.logs()
 
 
 def admit(server: KvinjectServer, namespace: str, account: str = "api", obj: str = "db") -> dict[str, Any]:
     pod = controller_pod(annotations={K + "secret-x": f"fault-kv/{obj}"}, service_account=account)
-    ctx = ssl.create_default_context(cafile=str(server.issued.ca_file))
     resp = httpx.post(
         f"{server.url}/mutate",
-        verify=ctx,
+        verify=server.trust(),
         timeout=HANG_GUARD,  # kvinject answers misses within its API timeout; the message says which path ran
         headers={"Content-Type": "application/json"},
         content=orjson.dumps(admission_review(pod, namespace=namespace, dry_run=True)),
@@ -69,13 +67,6 @@ def admit(server: KvinjectServer, namespace: str, account: str = "api", obj: str
     assert resp.status_code == 200
     answer: dict[str, Any] = resp.json()["response"]
     return answer
-
-
-def eventually(check: Any, what: str, timeout: float = HANG_GUARD) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.25)
 
 
 def test_apiserver_down_then_back(plane: ControlPlane, world: str, server: KvinjectServer) -> None:
@@ -94,7 +85,7 @@ def test_apiserver_down_then_back(plane: ControlPlane, world: str, server: Kvinj
     plane.kubectl(
         "annotate", "--overwrite", "serviceaccount", "api", "-n", world, f"azure.workload.identity/client-id={OTHER}"
     )
-    eventually(
+    wait_for(
         lambda: (
             "no SecretAccessPolicy grants identity" in admit(server, world)["status"].get("message", "")
             if not admit(server, world)["allowed"]
@@ -111,9 +102,9 @@ def test_apiserver_down_then_back(plane: ControlPlane, world: str, server: Kvinj
         world,
         f"azure.workload.identity/client-id={CLIENT_ID}",
     )
-    eventually(lambda: admit(server, world)["allowed"], "the ServiceAccount change back")
+    wait_for(lambda: admit(server, world)["allowed"], "the ServiceAccount change back")
     apply_docs(plane, [access_policy(f"faults-{world}", [(world, "api")], {"fault-kv": ["other"]})])
-    eventually(lambda: not admit(server, world)["allowed"], "the policy change")
+    wait_for(lambda: not admit(server, world)["allowed"], "the policy change")
     assert "may not read fault-kv/db" in admit(server, world)["status"]["message"]
 
 
@@ -130,7 +121,7 @@ def test_hung_apiserver_keeps_warm_decisions_and_bounds_misses(
     finally:
         os.kill(pid, signal.SIGCONT)
     apply_docs(plane, [access_policy(f"faults-{world}", [(world, "api")], {"fault-kv": ["other"]})])
-    eventually(lambda: not admit(server, world)["allowed"], "the policy change after the hang")
+    wait_for(lambda: not admit(server, world)["allowed"], "the policy change after the hang")
 
 
 def test_cold_start_with_the_apiserver_down(plane: ControlPlane, world: str, tmp_path: Path) -> None:
@@ -144,9 +135,8 @@ def test_cold_start_with_the_apiserver_down(plane: ControlPlane, world: str, tmp
         assert answer["allowed"] is False and answer["status"]["code"] == 503
         assert "the Kubernetes API did not answer" in answer["status"]["message"]
         plane.start_apiserver()
-        srv.wait_ready(HANG_GUARD)  # no restart needed once the API is back
+        srv.wait_ready("/readyz")  # no restart needed once the API is back
         assert admit(srv, world)["allowed"] is True
     finally:
-        if not any(p.name == "kube-apiserver" for p in plane._procs):
-            plane.start_apiserver()
+        plane.start_apiserver()  # if the test stopped before it did
         srv.stop()

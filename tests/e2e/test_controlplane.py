@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -15,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.e2e.controlplane import ControlPlane
+from tests.harness import ControlPlane, wait_for
 from webhook.names import CLASS_GROUP
 
 pytestmark = pytest.mark.e2e
@@ -23,19 +22,6 @@ pytestmark = pytest.mark.e2e
 T = TypeVar("T")
 
 SPC_GROUP = CLASS_GROUP
-
-
-def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 60.0, interval: float = 0.25) -> T:
-    """Poll ``probe`` until it returns a truthy value; fail with ``what`` on timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while True:
-        last = probe()
-        if last:
-            return last
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:.0f}s waiting for {what} (last: {last!r})")
-        time.sleep(interval)
 
 
 @pytest.fixture
@@ -62,14 +48,14 @@ def _get_or_none(fn: Callable[..., T], *args: Any) -> T | None:
 
 def test_new_namespace_gets_default_service_account(core: client.CoreV1Api, namespace: str) -> None:
     sa = wait_for(
-        f"ServiceAccount {namespace}/default",
         lambda: _get_or_none(core.read_namespaced_service_account, "default", namespace),
+        f"ServiceAccount {namespace}/default",
     )
     assert sa.metadata.name == "default"
     # The root-ca-cert-publisher controller is running too.
     cm = wait_for(
-        f"ConfigMap {namespace}/kube-root-ca.crt",
         lambda: _get_or_none(core.read_namespaced_config_map, "kube-root-ca.crt", namespace),
+        f"ConfigMap {namespace}/kube-root-ca.crt",
     )
     assert "BEGIN CERTIFICATE" in cm.data["ca.crt"]
 
@@ -98,18 +84,18 @@ def test_deployment_creates_replicaset_and_pending_pods(
     control_plane: ControlPlane, kube_api_client: client.ApiClient, core: client.CoreV1Api, namespace: str
 ) -> None:
     # Pods need the namespace's default ServiceAccount (ServiceAccount admission plugin).
-    wait_for("default SA", lambda: _get_or_none(core.read_namespaced_service_account, "default", namespace))
+    wait_for(lambda: _get_or_none(core.read_namespaced_service_account, "default", namespace), "default SA")
     out = control_plane.kubectl("apply", "-n", namespace, "-f", "-", input=DEPLOYMENT)
     assert "deployment.apps/smoke" in out.stdout
 
     apps = client.AppsV1Api(kube_api_client)
     replicasets = wait_for(
-        "a ReplicaSet owned by deployment smoke",
         lambda: [
             rs
             for rs in apps.list_namespaced_replica_set(namespace).items
             if any(o.kind == "Deployment" and o.name == "smoke" for o in rs.metadata.owner_references or [])
         ],
+        "a ReplicaSet owned by deployment smoke",
     )
     assert len(replicasets) == 1
     rs = replicasets[0]
@@ -122,7 +108,7 @@ def test_deployment_creates_replicaset_and_pending_pods(
         ]
         return pods if len(pods) == 2 else None
 
-    pods = wait_for("2 pods owned by the ReplicaSet", two_pods_of_rs)
+    pods = wait_for(two_pods_of_rs, "2 pods owned by the ReplicaSet")
     for pod in pods:
         assert pod.metadata.generate_name == f"{rs.metadata.name}-"
         assert pod.metadata.name.startswith(pod.metadata.generate_name)
@@ -197,9 +183,8 @@ def test_garbage_collector_deletes_orphaned_dependent(core: client.CoreV1Api, na
     )
     core.delete_namespaced_service_account("owner", namespace)
     wait_for(
-        "ConfigMap 'dependent' to be garbage-collected",
         lambda: _get_or_none(core.read_namespaced_config_map, "dependent", namespace) is None,
-        timeout=90,
+        "ConfigMap 'dependent' to be garbage-collected",
     )
 
 
@@ -210,7 +195,7 @@ def _b64url(data: str) -> bytes:
 def test_service_account_token_is_verifiable_with_issuer_jwks(
     control_plane: ControlPlane, core: client.CoreV1Api, namespace: str
 ) -> None:
-    wait_for("default SA", lambda: _get_or_none(core.read_namespaced_service_account, "default", namespace))
+    wait_for(lambda: _get_or_none(core.read_namespaced_service_account, "default", namespace), "default SA")
     audience = "api://AzureADTokenExchange"
     tr = core.create_namespaced_service_account_token(
         "default",

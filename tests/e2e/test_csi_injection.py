@@ -8,9 +8,19 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import K, KvinjectServer, create, get_json, pod_manifest, provider_classes, wait_for
-from tests.helpers import CLIENT_ID, EXAMPLES, TENANT_ID
+from tests.harness import (
+    CLIENT_ID,
+    EXAMPLES,
+    TENANT_ID,
+    ControlPlane,
+    K,
+    KvinjectServer,
+    create,
+    get_json,
+    pod_manifest,
+    provider_classes,
+    wait_for,
+)
 from webhook.providers.azure import provider_view
 
 

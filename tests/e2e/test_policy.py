@@ -4,52 +4,35 @@ from __future__ import annotations
 
 import base64
 import json
-import socket
-import ssl
-import threading
-import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 import yaml
-from fastapi import FastAPI, Request
 
-from tests.e2e.conftest import E2E_VAULTS
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import (
-    HANG_GUARD,
+from tests.harness import (
+    CLIENT_ID,
+    E2E_VAULTS,
+    TENANT_ID,
+    ControlPlane,
     K,
     KvinjectServer,
     access_policy,
     apply_docs,
     class_webhook_removed,
     create,
-    dry_run,
     get_json,
+    mutating_configuration,
+    mutating_webhook_in_effect,
     pod_manifest,
+    service_account,
     wait_for,
-    wait_for_webhook_gone,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID
-from webhook import certs
+from tests.harness.doubles import Double, Request, Response
 
 OTHER_CLIENT = "99999999-8888-7777-6666-555555555555"
-
-
-def service_account(namespace: str, name: str, client_id: str) -> dict[str, Any]:
-    return {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": name,
-            "namespace": namespace,
-            "annotations": {"azure.workload.identity/client-id": client_id},
-        },
-    }
 
 
 def provider_class(namespace: str, name: str, **parameters: str) -> dict[str, Any]:
@@ -174,18 +157,23 @@ def test_second_deployment_cannot_read_the_first_ones_synced_secret(
     cp.kubectl("delete", "secretaccesspolicy", f"intruder-{namespace}")
 
 
-class Swapper:
+class Swapper(Double):
     """A later mutating webhook that changes the ServiceAccount of labelled pods."""
 
     def __init__(self, workdir: Path, target: str):
-        self.issued = certs.issue(workdir, ["localhost"], ips=["127.0.0.1"])
-        app = FastAPI()
+        super().__init__(workdir, "swapper.log")
+        self.target = target
+        self.url = ""
 
-        @app.post("/mutate")
-        async def mutate(request: Request) -> dict[str, Any]:
-            review = await request.json()
-            ops = [{"op": "replace", "path": "/spec/serviceAccountName", "value": target}]
-            return {
+    def _open(self) -> None:
+        self.url = self.serve(self._mutate, "swapper").url
+
+    def _mutate(self, request: Request) -> Response:
+        review = json.loads(request.body)
+        ops = [{"op": "replace", "path": "/spec/serviceAccountName", "value": self.target}]
+        return Response.json(
+            200,
+            {
                 "apiVersion": "admission.k8s.io/v1",
                 "kind": "AdmissionReview",
                 "response": {
@@ -194,83 +182,31 @@ class Swapper:
                     "patchType": "JSONPatch",
                     "patch": base64.b64encode(json.dumps(ops).encode()).decode(),
                 },
-            }
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        config = uvicorn.Config(
-            app,
-            host="127.0.0.1",
-            port=self.port,
-            log_level="warning",
-            ssl_certfile=str(self.issued.cert_file),
-            ssl_keyfile=str(self.issued.key_file),
+            },
         )
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-
-    def __enter__(self) -> Swapper:
-        self.thread.start()
-        ctx = ssl.create_default_context(cafile=str(self.issued.ca_file))
-        deadline = time.monotonic() + HANG_GUARD
-        while not self.server.started:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        del ctx
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(5)
 
     def configuration(self, name: str) -> dict[str, Any]:
-        return {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "MutatingWebhookConfiguration",
-            "metadata": {"name": name},
-            "webhooks": [
-                {
-                    "name": "swap.e2e.kvinject.io",
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "clientConfig": {
-                        "url": f"https://127.0.0.1:{self.port}/mutate",
-                        "caBundle": base64.b64encode(self.issued.ca_file.read_bytes()).decode(),
-                    },
-                    "rules": [
-                        {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}
-                    ],
-                    "objectSelector": {"matchLabels": {"e2e.kvinject.io/swap": "true"}},
-                    "failurePolicy": "Fail",
-                    "reinvocationPolicy": "Never",
-                }
-            ],
-        }
+        selector = {"e2e.kvinject.io/swap": "true"}
+        hook, url = "swap.e2e.kvinject.io", f"{self.url}/mutate"
+        return mutating_configuration(name, hook, url, self.ca_bundle, selector, reinvocationPolicy="Never")
 
 
 @pytest.fixture
 def swapper(control_plane: ControlPlane, namespace: str, tmp_path: Path) -> Iterator[None]:
     apply_docs(control_plane, [service_account(namespace, "swapped", CLIENT_ID)])
-    with Swapper(tmp_path, "swapped") as hook:
-        name = f"zz-swapper-{uuid.uuid4().hex[:6]}"  # after "kvinject": it changes our output
-        control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(hook.configuration(name)))
-        # A probe the swapper alone acts on (not opted in to kvinject): its answer shows the configuration is live.
-        probe = pod_manifest(namespace, {})
-        probe["metadata"]["labels"] = {"e2e.kvinject.io/swap": "true"}
+    # A probe the swapper alone acts on (not opted in to kvinject): its answer shows the configuration is live.
+    probe = pod_manifest(namespace, {})
+    probe["metadata"]["labels"] = {"e2e.kvinject.io/swap": "true"}
 
-        def swapped(pod: dict[str, Any]) -> bool:
-            return bool(pod["spec"].get("serviceAccountName") == "swapped")
+    def swapped(pod: dict[str, Any]) -> bool:
+        return bool(pod["spec"].get("serviceAccountName") == "swapped")
 
-        wait_for(
-            lambda: (r := dry_run(control_plane, probe)).returncode == 0 and swapped(json.loads(r.stdout)),
-            "the swapper's configuration in effect",
-        )
-        try:
-            yield
-        finally:
-            control_plane.kubectl("delete", "mutatingwebhookconfiguration", name)
-            wait_for_webhook_gone(control_plane, probe, swapped)
+    name = f"zz-swapper-{uuid.uuid4().hex[:6]}"  # after "kvinject": it changes our output
+    with (
+        Swapper(tmp_path, "swapped") as hook,
+        mutating_webhook_in_effect(control_plane, hook.configuration(name), probe, swapped),
+    ):
+        yield
 
 
 def test_later_webhook_swapping_the_service_account_is_denied(

@@ -14,8 +14,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import MANIFESTS, KvinjectServer, apply_docs, pick, rendered_manifests, wait_for
+from tests.harness import MANIFESTS, ControlPlane, KvinjectServer, apply_docs, pick, rendered_manifests, wait_for
 from webhook.providers.azure.names import TOKEN_AUDIENCE
 
 POLICY = "kvinject-token-requests"

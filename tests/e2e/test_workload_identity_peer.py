@@ -2,41 +2,28 @@
 
 from __future__ import annotations
 
-import base64
-import json
-import os
-import ssl
-import subprocess
-import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from tests.e2e.controlplane import Binaries, ControlPlane, free_port, tail
-from tests.e2e.webhook_harness import (
+from tests.harness import (
+    AZWI_PORT,
+    CLIENT_ID,
+    AzwiWebhook,
+    Binaries,
+    ControlPlane,
     K,
     KvinjectServer,
     create,
-    dry_run,
+    mutating_configuration,
+    mutating_webhook_in_effect,
+    only_loopback,
     pod_manifest,
-    wait_for,
-    wait_for_webhook_gone,
+    unavailable,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID
-from webhook import certs
-
-AZWI_PORT = 9443  # the peer has no flag for it, and binds every interface: hence the private netns
-
-
-def only_loopback() -> bool:
-    names = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
-    return names == ["lo"]
 
 
 @pytest.fixture(scope="module")
@@ -48,72 +35,25 @@ def azwi(
 ) -> Iterator[str]:
     """The peer webhook process; yields its caBundle."""
     if not only_loopback():
-        message = "the Azure Workload Identity webhook binds all interfaces: run under tests/isolated.sh (make test)"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
+        unavailable("the Azure Workload Identity webhook binds all interfaces: run under tests/isolated.sh (make test)")
     e2e_binaries.require("azwi_webhook")
     workdir = tmp_path_factory.mktemp("azwi")
-    issued = certs.issue(workdir, ["localhost"], ips=["127.0.0.1"])
-    log_path = workdir / "azwi.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [
-                str(e2e_binaries.azwi_webhook),
-                "-webhook-cert-dir",
-                str(workdir),
-                "-disable-cert-rotation",
-                "-health-addr",
-                f"127.0.0.1:{free_port()}",
-                "-metrics-addr",
-                f"127.0.0.1:{free_port()}",
-                "-kubeconfig",
-                str(control_plane.kubeconfig),
-                "-tls-min-version",
-                "1.2",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "AZURE_TENANT_ID": TENANT_ID},
-        )
-    try:
-        ctx = ssl.create_default_context(cafile=str(issued.ca_file))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                httpx.post(f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod", content=b"{}", verify=ctx, timeout=1)
-                break
-            except httpx.TransportError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"azwi-webhook did not start:\n{tail(log_path)}")
-                time.sleep(0.2)
-        yield base64.b64encode(issued.ca_file.read_bytes()).decode()
-    finally:
-        proc.terminate()
-        proc.wait(10)
+    with AzwiWebhook(e2e_binaries.azwi_webhook, workdir, control_plane.kubeconfig) as peer:
+        yield peer.ca_bundle
 
 
 def peer_configuration(name: str, ca_bundle: str) -> dict[str, Any]:
     """Shaped like the peer's own chart: pods labelled azure.workload.identity/use=true."""
-    return {
-        "apiVersion": "admissionregistration.k8s.io/v1",
-        "kind": "MutatingWebhookConfiguration",
-        "metadata": {"name": name},
-        "webhooks": [
-            {
-                "name": "mutation.azure-workload-identity.io",
-                "admissionReviewVersions": ["v1"],
-                "clientConfig": {"url": f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod", "caBundle": ca_bundle},
-                "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
-                "objectSelector": {"matchLabels": {"azure.workload.identity/use": "true"}},
-                "failurePolicy": "Fail",
-                "sideEffects": "None",
-                "matchPolicy": "Equivalent",
-                "reinvocationPolicy": "IfNeeded",
-                "timeoutSeconds": 10,
-            }
-        ],
-    }
+    return mutating_configuration(
+        name,
+        "mutation.azure-workload-identity.io",
+        f"https://127.0.0.1:{AZWI_PORT}/mutate-v1-pod",
+        ca_bundle,
+        {"azure.workload.identity/use": "true"},
+        matchPolicy="Equivalent",
+        reinvocationPolicy="IfNeeded",
+        timeoutSeconds=10,
+    )
 
 
 def _peer_injected(pod: dict[str, Any]) -> bool:
@@ -125,16 +65,8 @@ def peer_installed(cp: ControlPlane, namespace: str, config_name: str, ca_bundle
     """The peer's configuration, in effect (probed with dry runs) until the block ends, then gone again."""
     probe = pod_manifest(namespace, {})
     probe["metadata"]["labels"] = {"azure.workload.identity/use": "true"}
-    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(peer_configuration(config_name, ca_bundle)))
-    try:
-        wait_for(
-            lambda: (r := dry_run(cp, probe)).returncode == 0 and _peer_injected(json.loads(r.stdout)),
-            f"the peer's configuration {config_name} in effect",
-        )
+    with mutating_webhook_in_effect(cp, peer_configuration(config_name, ca_bundle), probe, _peer_injected):
         yield
-    finally:
-        cp.kubectl("delete", "mutatingwebhookconfiguration", config_name)
-        wait_for_webhook_gone(cp, probe, _peer_injected)
 
 
 # The apiserver calls mutating configurations sorted by name: "a-…" before "kvinject", "z-…" after.

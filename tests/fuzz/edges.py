@@ -15,7 +15,7 @@ import orjson
 
 from tests.fuzz.harness import ENDPOINTS, Failure, Harness, Input
 from tests.fuzz.strategies import Case, Deep, bulk_annotations, bulk_containers, encode
-from tests.helpers import admission_review, controller_pod
+from tests.harness import admission_review, controller_pod
 from webhook import names as kvnames
 from webhook.app import MAX_BODY
 from webhook.review import MAX_CONTAINERS, MAX_SEPARATORS, work

@@ -44,7 +44,7 @@ from typing import Any
 import jsonpatch
 import orjson
 
-from tests.helpers import admission_review, controller_pod, golden_cluster
+from tests.harness import admission_review, controller_pod, golden_cluster
 from webhook import review
 from webhook.app import MAX_BODY, create_app
 from webhook.review import API_VERSION, KIND

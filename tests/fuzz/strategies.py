@@ -30,7 +30,7 @@ import orjson
 from hypothesis import strategies as st
 
 from tests.differential.params import attribute_overrides
-from tests.helpers import admission_review, controller_pod
+from tests.harness import admission_review, controller_pod
 from webhook import names as kvnames
 from webhook.names import CSI_DRIVER as DRIVER
 from webhook.providers.azure import names as azure_names

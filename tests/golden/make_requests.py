@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 
-from tests.helpers import RELAXABLE, admission_review, apply, controller_pod, example_cluster
+from tests.harness import RELAXABLE, admission_review, apply, controller_pod, example_cluster
 from webhook import review
 from webhook.mutation import Mutator
 from webhook.names import PREFIX

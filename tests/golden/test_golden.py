@@ -14,7 +14,7 @@ import httpx
 import orjson
 import pytest
 
-from tests.helpers import RELAXABLE, apply, golden_cluster
+from tests.harness import RELAXABLE, apply, golden_cluster
 from webhook import review
 from webhook.app import create_app
 from webhook.settings import Settings

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import ssl
-import time
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,24 +13,17 @@ import orjson
 import pytest
 from cryptography import x509
 
-from tests.helpers import EXAMPLES, admission_review, controller_pod
-from tests.serving import ServeProcess, free_port
+from tests.harness import (
+    EXAMPLES,
+    ServeProcess,
+    admission_review,
+    controller_pod,
+    free_port,
+    served_certificate,
+    trust,
+    wait_for,
+)
 from webhook import certs
-
-
-def trust(ca_file: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
-
-
-def served_certificate(port: int, ca_file: Path) -> x509.Certificate:
-    ctx = ssl.create_default_context(cafile=str(ca_file))
-    with (
-        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
-        ctx.wrap_socket(raw, server_hostname="127.0.0.1") as tls,
-    ):
-        der = tls.getpeercert(binary_form=True)
-    assert der is not None
-    return x509.load_der_x509_certificate(der)
 
 
 @pytest.fixture
@@ -88,10 +80,12 @@ def test_certificate_hot_reload(server: tuple[int, certs.Issued, Path]) -> None:
     renewed = certs.issue(issued.cert_file.parent, ["kvinject.kvinject.svc"], ips=["127.0.0.1"])
     expected = x509.load_pem_x509_certificate(renewed.cert_file.read_bytes())
     assert expected.serial_number != before.serial_number
-    deadline = time.monotonic() + 60  # a hang guard: the reload interval is 0.2 s
-    while served_certificate(port, issued.ca_file).serial_number != expected.serial_number:
-        assert time.monotonic() < deadline, log_file.read_text()
-        time.sleep(0.1)
+    wait_for(
+        lambda: served_certificate(port, issued.ca_file).serial_number == expected.serial_number,
+        "the renewed certificate to be served",  # the reload interval is 0.2 s
+        interval=0.1,
+        context=log_file.read_text,
+    )
     assert "reloaded serving certificate" in log_file.read_text()
 
 

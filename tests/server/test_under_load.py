@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import signal
-import subprocess
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -16,22 +14,24 @@ import httpx
 import pytest
 from cryptography import x509
 
-from tests.helpers import EXAMPLES
-from tests.loadgen import Load, constant_load
-from tests.server.test_tls_server import served_certificate, trust
-from tests.serving import ServeProcess
+from tests.harness import (
+    EXAMPLES,
+    HANG_GUARD,
+    Load,
+    ServeProcess,
+    constant_load,
+    served_certificate,
+    trust,
+    wait_for,
+)
 from webhook import certs
 
 DRAIN_SECONDS = 5.0
-HANG_GUARD = 120.0  # only stops a test that would hang; no speed is asserted
 
 
 async def until(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + HANG_GUARD
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"never happened: {what}")
-        await asyncio.sleep(0.05)
+    """wait_for in a thread, so that the load keeps running on this event loop meanwhile."""
+    await asyncio.to_thread(wait_for, predicate, what, interval=0.05)
 
 
 async def answers(load: Load, count: int, when: str) -> None:
@@ -46,22 +46,18 @@ def start_server(tmp_path: Path, drain: float) -> ServeProcess:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, certs.Issued, Path]]:
-    server = start_server(tmp_path, DRAIN_SECONDS)
-    assert server.proc is not None
-    yield server.proc, server.port, server.issued, server.log_path
-    if server.proc.poll() is None:
-        server.proc.kill()
-        server.proc.wait()
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    with start_server(tmp_path, DRAIN_SECONDS) as server:
+        yield server
 
 
-def test_sigterm_under_load_loses_no_request(serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path]) -> None:
+def test_sigterm_under_load_loses_no_request(serve: ServeProcess) -> None:
     """Readiness goes false while requests are still answered; every request sent until then succeeds.
 
     Driven by counts of answered requests, never by how many a second the machine manages.
     """
-    proc, port, issued, log_path = serve
-    url = f"https://127.0.0.1:{port}"
+    proc, issued, log_path, url = serve.proc, serve.issued, serve.log_path, serve.url
+    assert proc is not None
 
     async def scenario() -> tuple[Load, int, int]:
         load = Load()
@@ -69,9 +65,8 @@ def test_sigterm_under_load_loses_no_request(serve: tuple[subprocess.Popen[bytes
         await until(lambda: load.ok >= 50, "50 answers before SIGTERM")
         proc.send_signal(signal.SIGTERM)
         # As endpoints would: stop sending new requests once readiness is gone.
-        async with httpx.AsyncClient(verify=trust(issued.ca_file), timeout=HANG_GUARD) as probe:
-            while (await probe.get(url + "/readyz")).status_code == 200:
-                await asyncio.sleep(0.05)
+        with httpx.Client(verify=trust(issued.ca_file), timeout=HANG_GUARD) as probe:
+            await until(lambda: probe.get(url + "/readyz").status_code != 200, "readiness to go false")
         answered_when_not_ready = load.ok
         # The endpoints controller and the apiserver take a moment to notice: requests keep coming, and are answered.
         await until(lambda: load.ok >= answered_when_not_ready + 20 or bool(load.failures), "20 answers while draining")
@@ -88,10 +83,8 @@ def test_sigterm_under_load_loses_no_request(serve: tuple[subprocess.Popen[bytes
     assert log.index(f"not ready; serving {DRAIN_SECONDS}s more") < log.index("Shutting down"), log
 
 
-def test_certificate_rotation_under_load_loses_no_request(
-    serve: tuple[subprocess.Popen[bytes], int, certs.Issued, Path],
-) -> None:
-    _, port, issued, log_path = serve
+def test_certificate_rotation_under_load_loses_no_request(serve: ServeProcess) -> None:
+    port, issued, log_path = serve.port, serve.issued, serve.log_path
     serials: list[int] = []
 
     async def scenario() -> Load:
@@ -121,19 +114,13 @@ def test_certificate_rotation_under_load_loses_no_request(
 
 def test_second_signal_stops_at_once(tmp_path: Path) -> None:
     """With a drain far longer than any hang guard, only the second signal can explain a prompt exit."""
-    server = start_server(tmp_path, drain=3600)
-    proc = server.proc
-    assert proc is not None
-    try:
+    with start_server(tmp_path, drain=3600) as server:
+        proc = server.proc
+        assert proc is not None
         proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + HANG_GUARD
-        while "not ready; serving 3600.0s more" not in server.logs():
-            assert time.monotonic() < deadline, server.logs()
-            time.sleep(0.05)
+        wait_for(
+            lambda: "not ready; serving 3600.0s more" in server.logs(), "the drain", interval=0.05, context=server.logs
+        )
         assert proc.poll() is None, "the first signal only starts the drain"
         proc.send_signal(signal.SIGTERM)
         proc.wait(HANG_GUARD)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.e2e import hygiene
+from tests.harness import hygiene
 
 
 def test_finds_registered_values_jwts_and_bearer_tokens() -> None:

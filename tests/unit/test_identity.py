@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import CLIENT_ID, TENANT_ID
+from tests.harness import CLIENT_ID, TENANT_ID
 from webhook import identity
 from webhook.model import ServiceAccount
 from webhook.providers.azure.identity import resolve

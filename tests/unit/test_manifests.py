@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tests.helpers import ROOT
+from tests.harness import ROOT
 from webhook.providers.azure import names as azure_names
 from webhook.providers.azure import verify
 

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.helpers import apply, controller_pod
+from tests.harness import apply, controller_pod
 from webhook import contract, plan
 from webhook import names as kvnames
 from webhook.identity import Identity

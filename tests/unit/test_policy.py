@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.helpers import CLIENT_ID, TENANT_ID
+from tests.harness import CLIENT_ID, TENANT_ID
 from webhook.contract import ObjectRef, ObjectType, parse_ref
 from webhook.identity import Identity
 from webhook.model import AccessPolicy, Namespace

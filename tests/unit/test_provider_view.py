@@ -1,4 +1,5 @@
-"""webhook.provider_view without Go: what kvinject reads from Azure provider parameters, and what it refuses.
+"""webhook.providers.azure.provider_view without Go: what kvinject reads from Azure provider parameters, and
+what it refuses.
 
 The same judgements are checked against the provider's own parsing in tests/differential.
 """

@@ -8,7 +8,7 @@ import gc
 import orjson
 import pytest
 
-from tests.helpers import admission_review, controller_pod
+from tests.harness import admission_review, controller_pod
 from webhook import review
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from tests.helpers import CLIENT_ID, TENANT_ID
+from tests.harness import CLIENT_ID, TENANT_ID
 from webhook import contract, spc
 from webhook.model import SecretProviderClass, ServiceAccount
 from webhook.names import PREFIX

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import CLIENT_ID, TENANT_ID
+from tests.harness import CLIENT_ID, TENANT_ID
 from webhook.cluster import FileCluster
 from webhook.contract import ObjectRef
 from webhook.identity import Identity

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import ssl
 import time
 import urllib.error
 import urllib.parse
@@ -22,10 +21,8 @@ from azure.core.exceptions import (
 from azure.identity import WorkloadIdentityCredential
 from azure.keyvault.secrets import SecretClient
 
-from tests.e2e.azure._https import HttpsServer, Response
-from tests.e2e.azure.conftest import VAULT
-from tests.e2e.azure.keyvault import FakeKeyVault, StaticTokenCredential, secret_client, seed
-from tests.e2e.azure.token_endpoint import (
+from tests.harness import CLIENT_ID, TENANT_ID, VAULT, ControlPlane, loopback, trust
+from tests.harness.doubles.entra import (
     ASSERTION_TYPE,
     TOKEN_EXCHANGE_AUDIENCE,
     FakeEntra,
@@ -34,9 +31,8 @@ from tests.e2e.azure.token_endpoint import (
     JwksUnavailable,
     TokenIssuer,
 )
-from tests.e2e.controlplane import ControlPlane
-from tests.helpers import CLIENT_ID, TENANT_ID
-from webhook import certs
+from tests.harness.doubles.https import HttpsServer, Request, Response
+from tests.harness.doubles.keyvault import FakeKeyVault, StaticTokenCredential, secret_client, seed
 
 NS, SA = "payments", "api"
 KV_SCOPE = "https://vault.azure.net/.default"
@@ -61,7 +57,7 @@ def post_token(entra: FakeEntra, tenant: str, form: dict[str, str]) -> tuple[int
         data=urllib.parse.urlencode(form).encode(),
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
-    ctx = ssl.create_default_context(cafile=str(entra.ca_file))
+    ctx = trust(entra.ca_file)
     try:
         with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -311,25 +307,28 @@ def test_jwks_url_is_refetched_for_a_rotated_key(entra: FakeEntra, tmp_path: Pat
     old = TokenIssuer()
     new = TokenIssuer(old.issuer)
     published = {"keys": old.jwks["keys"]}
-    issued = certs.issue(tmp_path / "jwks", ["localhost"], ips=["127.0.0.1"])
-    with (tmp_path / "jwks.log").open("w") as log:
-        server = HttpsServer(lambda _req: Response.json(200, published), issued.cert_file, issued.key_file, log)
-        try:
-            source = JwksSource(
-                url=f"{server.url}/openid/v1/jwks",
-                ssl_context=ssl.create_default_context(cafile=str(issued.ca_file)),
-                min_refresh_interval=0,
-            )
-            entra.trust_issuer(old.issuer, source)
-            entra.add_federated_credential(old.credential(TENANT_ID, CLIENT_ID, NS, SA))
-            assert post_token(entra, TENANT_ID, assertion_form(old.token(NS, SA)))[0] == 200
-            assert post_token(entra, TENANT_ID, assertion_form(old.token(NS, SA)))[0] == 200
-            assert source.fetch_count == 1
-            published["keys"] = old.jwks["keys"] + new.jwks["keys"]
-            assert post_token(entra, TENANT_ID, assertion_form(new.token(NS, SA)))[0] == 200
-            assert source.fetch_count == 2
-        finally:
-            server.close()
+    issued = loopback(tmp_path / "jwks")
+
+    def app(_request: Request) -> Response:
+        return Response.json(200, published)
+
+    with (
+        (tmp_path / "jwks.log").open("w") as log,
+        HttpsServer(app, issued.cert_file, issued.key_file, log) as server,
+    ):
+        source = JwksSource(
+            url=f"{server.url}/openid/v1/jwks",
+            ssl_context=trust(issued.ca_file),
+            min_refresh_interval=0,
+        )
+        entra.trust_issuer(old.issuer, source)
+        entra.add_federated_credential(old.credential(TENANT_ID, CLIENT_ID, NS, SA))
+        assert post_token(entra, TENANT_ID, assertion_form(old.token(NS, SA)))[0] == 200
+        assert post_token(entra, TENANT_ID, assertion_form(old.token(NS, SA)))[0] == 200
+        assert source.fetch_count == 1
+        published["keys"] = old.jwks["keys"] + new.jwks["keys"]
+        assert post_token(entra, TENANT_ID, assertion_form(new.token(NS, SA)))[0] == 200
+        assert source.fetch_count == 2
 
 
 # --------------------------------------------------------------------------------------
@@ -397,12 +396,6 @@ def test_vault_in_another_tenant_needs_additionally_allowed_tenants(
 # --------------------------------------------------------------------------------------
 
 
-def _admin_context(cp: ControlPlane) -> ssl.SSLContext:
-    ctx = ssl.create_default_context(cafile=str(cp.ca_file))
-    ctx.load_cert_chain(str(cp.admin_cert), str(cp.admin_key))
-    return ctx
-
-
 @pytest.mark.parametrize("discovery", [False, True], ids=["jwks-url", "oidc-discovery"])
 def test_apiserver_service_account_token_exchange(
     control_plane: ControlPlane,
@@ -421,9 +414,7 @@ def test_apiserver_service_account_token_exchange(
     finally:
         control_plane.kubectl("delete", "namespace", namespace, "--wait=false", check=False)
 
-    url = None if discovery else f"{control_plane.url}/openid/v1/jwks"
-    source = JwksSource(url=url, ssl_context=_admin_context(control_plane))
-    entra.trust_issuer(control_plane.issuer, source)
+    source = entra.trust_apiserver(control_plane, discovery=discovery)
     entra.add_federated_credential(
         FederatedCredential(TENANT_ID, CLIENT_ID, control_plane.issuer, f"system:serviceaccount:{namespace}:{SA}")
     )
@@ -452,11 +443,11 @@ def test_apiserver_jwks_needs_credentials(control_plane: ControlPlane, entra: Fa
     """The apiserver refuses anonymous JWKS reads (403); a client certificate or any service account's bearer
     token (RBAC: system:service-account-issuer-discovery) is accepted. An unreadable JWKS is Entra's AADSTS50166."""
     jwks_url = f"{control_plane.url}/openid/v1/jwks"
-    ca_only = ssl.create_default_context(cafile=str(control_plane.ca_file))
+    ca_only = trust(control_plane.ca_file)
     with pytest.raises(JwksUnavailable, match="403"):
         JwksSource(url=jwks_url, ssl_context=ca_only).keys(control_plane.issuer)
 
-    by_cert = JwksSource(url=jwks_url, ssl_context=_admin_context(control_plane)).keys(control_plane.issuer)
+    by_cert = JwksSource(url=jwks_url, ssl_context=control_plane.admin_ssl_context()).keys(control_plane.issuer)
     sa_token = control_plane.kubectl("create", "token", "default", "-n", "default", "--duration", "10m")
     by_token = JwksSource(url=jwks_url, ssl_context=ca_only, bearer_token=sa_token.stdout.strip())
     assert by_token.keys(control_plane.issuer) == by_cert and by_cert

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
-import ssl
 import stat
 import subprocess
 import sys
@@ -15,13 +13,22 @@ from typing import Any
 
 import pytest
 
-from tests.e2e import hygiene
-from tests.e2e.azure.conftest import VAULT
-from tests.e2e.azure.keyvault import FakeKeyVault
-from tests.e2e.azure.token_endpoint import FakeEntra, FederatedCredential, JwksSource
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import K, apply_docs, get_json, wait_for
-from tests.helpers import CLIENT_ID, ROOT, TENANT_ID
+from tests.harness import (
+    CLIENT_ID,
+    ROOT,
+    TENANT_ID,
+    VAULT,
+    ControlPlane,
+    K,
+    apply_docs,
+    bundle,
+    free_port,
+    get_json,
+    hygiene,
+    wait_for,
+)
+from tests.harness.doubles.entra import FakeEntra, FederatedCredential
+from tests.harness.doubles.keyvault import FakeKeyVault
 
 SECRETS = {"db-password": "s3cr3t-db-value-4f1a", "api-token": "tok-9c2e-not-a-jwt"}
 # Paths inside the pod, replaced by local ones: everything else comes from the stored pod as is.
@@ -86,14 +93,11 @@ def test_stored_pod_has_the_init_container(stored_pod: dict[str, Any]) -> None:
 class Harness:
     def __init__(self, cp: ControlPlane, entra: FakeEntra, kv: FakeKeyVault, tmp: Path, namespace: str):
         self.cp, self.entra, self.kv, self.tmp, self.namespace = cp, entra, kv, tmp, namespace
-        ctx = ssl.create_default_context(cafile=str(cp.ca_file))
-        ctx.load_cert_chain(str(cp.admin_cert), str(cp.admin_key))
-        entra.trust_issuer(cp.issuer, JwksSource(url=f"{cp.url}/openid/v1/jwks", ssl_context=ctx))
+        entra.trust_apiserver(cp)
         entra.add_federated_credential(
             FederatedCredential(TENANT_ID, CLIENT_ID, cp.issuer, f"system:serviceaccount:{namespace}:api")
         )
-        self.bundle = tmp / "ca-bundle.pem"
-        self.bundle.write_bytes(entra.ca_file.read_bytes() + kv.ca_file.read_bytes())
+        self.bundle = bundle(tmp / "ca-bundle.pem", entra.ca_file, kv.ca_file)
         self.runs = 0
 
     def token(self, account: str) -> Path:
@@ -161,12 +165,6 @@ def test_fetch_with_the_stored_environment_writes_the_files(harness: Harness, st
     assert not any(value in output for value in SECRETS.values())
 
 
-def closed_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.parametrize(
     ("case", "expected"),
     [
@@ -186,7 +184,7 @@ def test_failures_leave_a_reason_and_no_files(
         harness.cp.kubectl("create", "serviceaccount", "other", "-n", harness.namespace)
         done, out, log = harness.run(stored_pod, account="other")
     else:
-        done, out, log = harness.run(stored_pod, vault_url=f"https://127.0.0.1:{closed_port()}")
+        done, out, log = harness.run(stored_pod, vault_url=f"https://127.0.0.1:{free_port()}")  # nothing listens
     assert done.returncode == 1, done.stderr
     assert expected in log, log
     assert list(out.iterdir()) == []

@@ -11,7 +11,6 @@ from __future__ import annotations
 import functools
 import json
 import socket
-import ssl
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,37 +19,28 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e import hygiene
-from tests.e2e.azure.conftest import VAULT
-from tests.e2e.azure.keyvault import KEY_VAULT_RESOURCE, FakeKeyVault
-from tests.e2e.azure.token_endpoint import FakeEntra, FederatedCredential, JwksSource
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.webhook_harness import (
+from tests.harness import (
+    CLIENT_ID,
     MANIFESTS,
+    TENANT_ID,
+    VAULT,
+    ControlPlane,
     K,
     KvinjectServer,
     apply_docs,
+    bundle,
     create,
     get_json,
+    hygiene,
     pick,
     pod_manifest,
-    rendered_manifests,
+    point_webhooks_at,
     wait_for,
-    wait_for_kvinject_webhooks,
-    webhook_configurations,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID
+from tests.harness.doubles import KEY_VAULT_RESOURCE, FakeEntra, FakeKeyVault, FederatedCredential
 
 LOCKED = "kv-locked"  # a vault whose access policy does not grant the identity
 BUDGET = 2.0
-
-
-def point_webhooks_at(cp: ControlPlane, server: KvinjectServer) -> None:
-    docs = rendered_manifests(cp)
-    configs = webhook_configurations(docs, server.url, server.ca_bundle)
-    cp.kubectl("replace", "-f", "-", input=yaml.safe_dump_all(configs))
-    # The configuration already pointed at another server: wait until this one answers the probes.
-    wait_for_kvinject_webhooks(cp, server)
 
 
 @pytest.fixture
@@ -74,8 +64,7 @@ class Live:
         self, cp: ControlPlane, kvinject: KvinjectServer, entra: FakeEntra, kv: FakeKeyVault, tmp: Path, namespace: str
     ):
         self.cp, self.session, self.entra, self.kv, self.tmp, self.namespace = cp, kvinject, entra, kv, tmp, namespace
-        self.bundle = tmp / "azure-ca.pem"
-        self.bundle.write_bytes(entra.ca_file.read_bytes() + kv.ca_file.read_bytes())
+        self.bundle = bundle(tmp / "azure-ca.pem", entra.ca_file, kv.ca_file)
         self.server: KvinjectServer | None = None
 
     def start(self, **env: str) -> KvinjectServer:
@@ -115,9 +104,7 @@ def live(
     overlay = control_plane.kubectl("kustomize", str(MANIFESTS / "overlays" / "live-verification")).stdout
     kinds = ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
     apply_docs(control_plane, pick([d for d in yaml.safe_load_all(overlay) if d], *kinds))
-    ctx = ssl.create_default_context(cafile=str(control_plane.ca_file))
-    ctx.load_cert_chain(str(control_plane.admin_cert), str(control_plane.admin_key))
-    entra.trust_issuer(control_plane.issuer, JwksSource(url=f"{control_plane.url}/openid/v1/jwks", ssl_context=ctx))
+    entra.trust_apiserver(control_plane)
     entra.add_federated_credential(
         FederatedCredential(TENANT_ID, CLIENT_ID, control_plane.issuer, f"system:serviceaccount:{namespace}:api")
     )

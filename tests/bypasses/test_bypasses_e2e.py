@@ -16,20 +16,23 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
-from tests.e2e.test_policy import service_account
-from tests.e2e.test_reserved_names import ALICE, POLICY, as_user, new_namespace, wait_for_policy
-from tests.e2e.webhook_harness import (
+from tests.bypasses.tenant import ALICE, POLICY, as_user, new_namespace, wait_for_policy
+from tests.harness import (
+    CLIENT_ID,
+    TENANT_ID,
+    ControlPlane,
     K,
     KvinjectServer,
     access_policy,
     apply_docs,
     class_webhook_removed,
     get_json,
+    service_account,
     wait_for,
 )
-from tests.helpers import CLIENT_ID, TENANT_ID
 from webhook.names import CSI_DRIVER
+
+pytestmark = pytest.mark.e2e
 
 BILLING = "99999999-8888-7777-6666-555555555555"
 DRIVER = CSI_DRIVER

@@ -11,10 +11,13 @@ import jsonpatch
 
 from webhook.cluster import FileCluster
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 CLIENT_ID = "11111111-2222-3333-4444-555555555555"
 TENANT_ID = "72f988bf-86f1-41af-91ab-2d7cd011db47"
+VAULT = "kv-e2e"  # the vault of the `key_vault` fixture
+# Every vault the e2e `namespace` fixture's SecretAccessPolicy grants.
+E2E_VAULTS = [VAULT, "kv-locked", "shape-kv", "deny-kv", "x-kv", "late-kv", "down-kv", "dry-kv", "peer-kv"]
 
 
 def controller_pod(

@@ -4,12 +4,9 @@ REQUESTS_CA_BUNDLE), authenticating with service-account tokens minted by the re
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import functools
 import json
 import os
-import socket
-import ssl
 import stat
 import subprocess
 import sys
@@ -22,17 +19,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.serialization import pkcs12
-from cryptography.x509.oid import NameOID
 
-from tests.e2e.azure._https import Request, Response
-from tests.e2e.azure.keyvault import KEY_VAULT_RESOURCE, FakeKeyVault, _Vault
-from tests.e2e.azure.token_endpoint import TOKEN_EXCHANGE_AUDIENCE, FakeEntra, FederatedCredential, JwksSource
-from tests.e2e.controlplane import ControlPlane
-from tests.helpers import CLIENT_ID, ROOT, TENANT_ID
+from tests.harness import CLIENT_ID, ROOT, TENANT_ID, ControlPlane, bundle, free_port
+from tests.harness.doubles.entra import TOKEN_EXCHANGE_AUDIENCE, FakeEntra, FederatedCredential
+from tests.harness.doubles.https import Request, Response
+from tests.harness.doubles.keyvault import KEY_VAULT_RESOURCE, FakeKeyVault, _Vault
+from webhook import certs
+
+pytestmark = pytest.mark.e2e  # the Azure doubles and a real apiserver's tokens
 
 PAYMENTS, SHARED = "payments-kv", "shared-kv"
 FEDERATED_SA, UNFEDERATED_SA = "api", "batch"
@@ -115,9 +111,7 @@ def sa_namespace(control_plane: ControlPlane) -> Iterator[str]:
 @pytest.fixture
 def federated(control_plane: ControlPlane, entra: FakeEntra, sa_namespace: str) -> str:
     """Entra trusts the apiserver as an issuer and federates CLIENT_ID with the namespace's `api` account."""
-    ctx = ssl.create_default_context(cafile=str(control_plane.ca_file))
-    ctx.load_cert_chain(str(control_plane.admin_cert), str(control_plane.admin_key))
-    entra.trust_issuer(control_plane.issuer, JwksSource(url=f"{control_plane.url}/openid/v1/jwks", ssl_context=ctx))
+    entra.trust_apiserver(control_plane)
     subject = f"system:serviceaccount:{sa_namespace}:{FEDERATED_SA}"
     entra.add_federated_credential(FederatedCredential(TENANT_ID, CLIENT_ID, control_plane.issuer, subject))
     return sa_namespace
@@ -171,8 +165,7 @@ class Fetcher:
         self.entra = entra
         self.kv = kv
         self.runs = 0
-        self.ca_bundle = tmp_path / "ca-bundle.pem"
-        self.ca_bundle.write_bytes(entra.ca_file.read_bytes() + kv.ca_file.read_bytes())
+        self.ca_bundle = bundle(tmp_path / "ca-bundle.pem", entra.ca_file, kv.ca_file)
 
     def env(self, objects: list[dict[str, str]], token: Path, out: Path, **extra: str) -> dict[str, str]:
         inherited = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "KVINJECT_"))}
@@ -212,12 +205,6 @@ class Fetcher:
 @pytest.fixture
 def fetch(tmp_path: Path, entra: FakeEntra, kv: ScriptedKeyVault) -> Fetcher:
     return Fetcher(tmp_path, entra, kv)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def mode_and_group(path: Path) -> tuple[int, int]:
@@ -267,25 +254,8 @@ def test_pinned_version(fetch: Fetcher, kv: ScriptedKeyVault, token_file: Path) 
     assert f"pinned (payments-kv/api-key@{old}): written" in run.stderr
 
 
-def _certificate() -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "api.payments.example")])
-    now = time.time()
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(dt.datetime.fromtimestamp(now - 60, dt.UTC))
-        .not_valid_after(dt.datetime.fromtimestamp(now + 3600, dt.UTC))
-        .sign(key, hashes.SHA256())
-    )
-    return key, cert
-
-
 def test_cert_objects_through_their_backing_secret(fetch: Fetcher, kv: ScriptedKeyVault, token_file: Path) -> None:
-    key, cert = _certificate()
+    cert, key = certs.certificate("api.payments.example", days=1 / 24)
     pfx = pkcs12.serialize_key_and_certificates(b"api-tls", key, cert, None, serialization.NoEncryption())
     pem = (
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
@@ -426,7 +396,7 @@ def test_unfederated_service_account(
 def test_unreachable_vault_is_retried_then_reported(fetch: Fetcher, kv: ScriptedKeyVault, token_file: Path) -> None:
     kv.seed(SHARED, {"api-key": "y"})
     kv.grant(SHARED, CLIENT_ID, "get")
-    urls = {PAYMENTS: f"https://127.0.0.1:{closed_port()}", SHARED: kv.vault_url(SHARED)}
+    urls = {PAYMENTS: f"https://127.0.0.1:{free_port()}", SHARED: kv.vault_url(SHARED)}
 
     run = fetch(
         [
@@ -451,7 +421,7 @@ def test_unreachable_vault_stops_at_the_time_budget(fetch: Fetcher, token_file: 
     run = fetch(
         [obj("db-password", PAYMENTS, "db-password")],
         token_file,
-        KVINJECT_VAULT_URLS=json.dumps({PAYMENTS: f"https://127.0.0.1:{closed_port()}"}),
+        KVINJECT_VAULT_URLS=json.dumps({PAYMENTS: f"https://127.0.0.1:{free_port()}"}),
         KVINJECT_FETCH_TIMEOUT_SECONDS="2",
         KVINJECT_FETCH_RETRIES="20",
     )
@@ -524,7 +494,7 @@ def test_unreachable_token_endpoint(fetch: Fetcher, kv: ScriptedKeyVault, token_
     run = fetch(
         [obj("db-password", PAYMENTS, "db-password")],
         token_file,
-        AZURE_AUTHORITY_HOST=f"https://127.0.0.1:{closed_port()}",
+        AZURE_AUTHORITY_HOST=f"https://127.0.0.1:{free_port()}",
         KVINJECT_FETCH_RETRIES="1",
     )
     assert run.code == 1

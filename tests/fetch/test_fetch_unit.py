@@ -19,7 +19,7 @@ from azure.core.exceptions import ClientAuthenticationError, ServiceRequestError
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import CLIENT_ID, ROOT, TENANT_ID
+from tests.harness import CLIENT_ID, ROOT, TENANT_ID
 from webhook import fetch
 from webhook.contract import ObjectType
 from webhook.fetch import (

@@ -1,13 +1,17 @@
-"""A tiny threaded HTTPS server on 127.0.0.1 for the Azure test doubles.
+"""A tiny threaded HTTPS server on 127.0.0.1, and the lifecycle the test doubles share.
 
 The TLS handshake runs in each connection's own thread (not in the accept loop), so a
 slow or broken client cannot stall the others. Requests are logged one line each
 (method, path, status, duration): never a body, a query string or a header value, so
 assertions and tokens stay out of the logs.
+
+A `Double` owns a CA and a serving certificate under its workdir (``ca_file`` for clients to trust), one log for
+all its servers, and the tracebacks of its handlers (``errors``); subclasses open their servers with ``serve``.
 """
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import ssl
@@ -20,6 +24,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, unquote, urlsplit
+
+from tests.harness.pki import loopback
+from tests.harness.process import Lifecycle
 
 HANDSHAKE_TIMEOUT = 10.0
 IDLE_TIMEOUT = 30.0
@@ -53,13 +60,15 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
 
-    def __init__(self, port: int, ssl_context: ssl.SSLContext, app: App, log: TextIO, name: str) -> None:
+    def __init__(
+        self, port: int, ssl_context: ssl.SSLContext, app: App, log: TextIO, name: str, errors: list[str]
+    ) -> None:
         self.ssl_context = ssl_context
         self.app = app
         self.log = log
         self.log_lock = threading.Lock()
         self.double_name = name
-        self.errors: list[str] = []
+        self.errors = errors
         super().__init__(("127.0.0.1", port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
@@ -129,29 +138,89 @@ def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
     return ctx
 
 
-class HttpsServer:
-    """Serve ``app`` over HTTPS on 127.0.0.1:``port`` (0 = a free port) in a daemon thread."""
+class HttpsServer(Lifecycle):
+    """Serve ``app`` over HTTPS on 127.0.0.1:``port`` (0 = a free port) in a daemon thread; ``start()`` it."""
 
     def __init__(
         self, app: App, cert_file: Path, key_file: Path, log: TextIO, name: str = "https", port: int = 0
     ) -> None:
-        self._server = _Server(port, server_ssl_context(cert_file, key_file), app, log, name)
-        self.port: int = self._server.server_address[1]
+        self.app, self.cert_file, self.key_file, self.log, self.name = app, cert_file, key_file, log, name
+        self.port = port
+        self.url = ""
+        self.errors: list[str] = []  # tracebacks of handler exceptions (each answered with a 500)
+        self._server: _Server | None = None
+        self._thread: threading.Thread | None = None
+
+    def _start(self) -> None:
+        ssl_context = server_ssl_context(self.cert_file, self.key_file)
+        self._server = _Server(self.port, ssl_context, self.app, self.log, self.name, self.errors)
+        self.port = self._server.server_address[1]
         self.url = f"https://127.0.0.1:{self.port}"
         self._thread = threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, name=f"{name}:{self.port}", daemon=True
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name=f"{self.name}:{self.port}",
+            daemon=True,
         )
         self._thread.start()
 
-    @property
-    def errors(self) -> list[str]:
-        """Tracebacks of handler exceptions (each answered with a 500)."""
-        return self._server.errors
+    def _stop(self) -> None:
+        server, thread, self._server, self._thread = self._server, self._thread, None, None
+        if server is None:
+            return
+        if thread is not None:
+            server.shutdown()
+            thread.join(timeout=5)
+        server.server_close()
 
     def write_log(self, line: str) -> None:
+        assert self._server is not None, "start() the server first"
         self._server.write_log(line)
 
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
+
+class Double(Lifecycle):
+    """A test double on 127.0.0.1: one CA and serving certificate under ``workdir``, one log, its HTTPS servers."""
+
+    def __init__(self, workdir: Path, log_name: str) -> None:
+        self.workdir = workdir
+        self.log_path = workdir / log_name
+        self.ca_file = workdir / "ca.crt"
+        self._servers: list[HttpsServer] = []
+        self._log: TextIO | None = None
+        self._cert_file = self._key_file = workdir / "unset"
+
+    def _start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        issued = loopback(self.workdir)
+        self.ca_file, self._cert_file, self._key_file = issued.ca_file, issued.cert_file, issued.key_file
+        self._log = self.log_path.open("a", encoding="utf-8")
+        self._open()
+
+    @property
+    def ca_bundle(self) -> str:
+        """The double's CA, base64-encoded PEM (a webhook configuration's caBundle)."""
+        return base64.b64encode(self.ca_file.read_bytes()).decode("ascii")
+
+    def _open(self) -> None:
+        """Open the double's servers with ``serve``."""
+        raise NotImplementedError
+
+    def serve(self, app: App, name: str) -> HttpsServer:
+        """A started HTTPS server for ``app`` on a free port, with the double's certificate and log."""
+        assert self._log is not None, "serve() runs while starting"
+        server = HttpsServer(app, self._cert_file, self._key_file, self._log, name=name)
+        self._servers.append(server)
+        return server.start()
+
+    def _stop(self) -> None:
+        servers, self._servers = self._servers, []
+        for server in servers:
+            server.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    @property
+    def errors(self) -> list[str]:
+        """Tracebacks of handler exceptions (each answered with a 500), over all the double's servers."""
+        return [e for server in self._servers for e in server.errors]

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from cryptography.exceptions import InvalidSignature
@@ -48,11 +48,14 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
-from tests.e2e.azure._https import HttpsServer, Request, Response
-from webhook import certs
+from tests.harness.doubles.https import Double, Request, Response
+from webhook.providers.azure.names import TOKEN_AUDIENCE
+
+if TYPE_CHECKING:
+    from tests.harness.controlplane import ControlPlane
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-TOKEN_EXCHANGE_AUDIENCE = "api://AzureADTokenExchange"
+TOKEN_EXCHANGE_AUDIENCE = TOKEN_AUDIENCE  # what Entra ID accepts in a federated token exchange
 WIF_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 DEFAULT_CLOCK_SKEW = 300.0
 
@@ -333,7 +336,7 @@ def _iso(ts: float) -> str:
     return dt.datetime.fromtimestamp(ts, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.0000000Z")
 
 
-class FakeEntra:
+class FakeEntra(Double):
     """The token endpoint double. ``start()`` it (or use ``with``); ``url`` is the authority host."""
 
     def __init__(
@@ -345,21 +348,16 @@ class FakeEntra:
         expires_in: int = 3600,
         clock_skew: float = DEFAULT_CLOCK_SKEW,
     ) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, "entra.log")
         self.federated_credentials: list[FederatedCredential] = list(federated_credentials)
         self.issuers: dict[str, JwksSource] = dict(issuers or {})
         self.expires_in = expires_in
         self.clock_skew = clock_skew
         self.response_delay = 0.0  # seconds to sleep before answering a token request
-        self.log_path = workdir / "entra.log"
-        self.ca_file = workdir / "ca.crt"
         self.url = ""
-        self.start_seconds: float | None = None
         self._tokens: dict[str, IssuedToken] = {}
         self._records: list[TokenRequestRecord] = []
         self._lock = threading.Lock()
-        self._server: HttpsServer | None = None
-        self._log: Any = None
 
     # -- configuration ------------------------------------------------------------
 
@@ -371,43 +369,23 @@ class FakeEntra:
         with self._lock:
             self.issuers[issuer] = source
 
+    def trust_apiserver(self, cp: ControlPlane, *, discovery: bool = False) -> JwksSource:
+        """Trust the ServiceAccount tokens of `cp`: its JWKS, fetched as admin from /openid/v1/jwks (or the URL its
+        OpenID discovery document names)."""
+        url = None if discovery else f"{cp.url}/openid/v1/jwks"
+        source = JwksSource(url=url, ssl_context=cp.admin_ssl_context())
+        self.trust_issuer(cp.issuer, source)
+        return source
+
     # -- lifecycle ----------------------------------------------------------------
 
-    def start(self) -> FakeEntra:
-        if self._server is not None:
-            return self
-        t0 = time.monotonic()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        issued = certs.issue(self.workdir, ["localhost"], ips=["127.0.0.1"])
-        self.ca_file = issued.ca_file
-        self._log = self.log_path.open("a", encoding="utf-8")
-        self._server = HttpsServer(self._handle, issued.cert_file, issued.key_file, self._log, name="entra")
-        self.url = self._server.url
-        self.start_seconds = time.monotonic() - t0
-        return self
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            self._server = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-
-    def __enter__(self) -> FakeEntra:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _open(self) -> None:
+        self.url = self.serve(self._handle, "entra").url
 
     @property
     def authority(self) -> str:
         """What to pass as azure-identity's ``authority`` / AZURE_AUTHORITY_HOST."""
         return self.url
-
-    @property
-    def errors(self) -> list[str]:
-        return self._server.errors if self._server else []
 
     # -- queries for tests and for a Key Vault double --------------------------------
 

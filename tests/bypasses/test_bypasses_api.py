@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from tests.api.test_validate import CSI_ENV, csi_volume, hand_written, injected, post
-from tests.helpers import admission_review, controller_pod, golden_cluster
+from tests.harness import admission_review, controller_pod, golden_cluster
 from webhook.cluster import FileCluster
 from webhook.settings import Settings
 

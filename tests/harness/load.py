@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,14 +10,11 @@ from pathlib import Path
 import httpx
 import orjson
 
-from tests.helpers import admission_review, controller_pod
+from tests.harness.builders import admission_review, controller_pod
+from tests.harness.pki import trust
 
 BODY = orjson.dumps(admission_review(controller_pod(), dry_run=True))
 HEADERS = {"Content-Type": "application/json"}
-
-
-def trust(ca_file: Path) -> ssl.SSLContext:
-    return ssl.create_default_context(cafile=str(ca_file))
 
 
 @dataclass

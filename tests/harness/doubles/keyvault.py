@@ -32,13 +32,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
 from azure.core.credentials import AccessToken, AccessTokenInfo
 from azure.keyvault.secrets import SecretClient
 
-from tests.e2e.azure._https import HttpsServer, Request, Response
-from webhook import certs
+from tests.harness.doubles.https import Double, HttpsServer, Request, Response
 
 KEY_VAULT_RESOURCE = "https://vault.azure.net"
 API_VERSION = "7.6"
@@ -142,7 +141,7 @@ def _kv_error(status: int, code: str, message: str, inner: str | None = None, **
     return Response.json(status, {"error": error}, headers)
 
 
-class FakeKeyVault:
+class FakeKeyVault(Double):
     """One or more fake vaults; ``start()`` it (or use ``with``)."""
 
     def __init__(
@@ -154,59 +153,27 @@ class FakeKeyVault:
         authority: str = "https://login.microsoftonline.com",
         identity_of: Callable[[str], str | None] | None = None,
     ) -> None:
-        self.workdir = workdir
+        super().__init__(workdir, "keyvault.log")
         self.tenant_id = tenant_id
         self.authority = authority.rstrip("/")
         self.identity_of = identity_of
         self.admin_token = secrets.token_urlsafe(32)
-        self.log_path = workdir / "keyvault.log"
-        self.ca_file = workdir / "ca.crt"
-        self.start_seconds: float | None = None
         self._vaults = {name: _Vault(name) for name in vault_names}
         if not self._vaults:
             raise ValueError("at least one vault name is needed")
         self._records: list[VaultRequestRecord] = []
         self._lock = threading.RLock()
-        self._log: TextIO | None = None
-        self._started = False
 
     # -- lifecycle ----------------------------------------------------------------
 
-    def start(self) -> FakeKeyVault:
-        if self._started:
-            return self
-        t0 = time.monotonic()
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        issued = certs.issue(self.workdir, ["localhost"], ips=["127.0.0.1"])
-        self.ca_file = issued.ca_file
-        self._log = self.log_path.open("a", encoding="utf-8")
-        self._started = True
-        try:
-            for vault in self._vaults.values():
-                vault.server = HttpsServer(
-                    self._app_for(vault), issued.cert_file, issued.key_file, self._log, name=f"vault:{vault.name}"
-                )
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        return self
-
-    def stop(self) -> None:
+    def _open(self) -> None:
         for vault in self._vaults.values():
-            if vault.server is not None:
-                vault.server.close()
-                vault.server = None
-        if self._log is not None:
-            self._log.close()
-            self._log = None
-        self._started = False
+            vault.server = self.serve(self._app_for(vault), f"vault:{vault.name}")
 
-    def __enter__(self) -> FakeKeyVault:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+    def _stop(self) -> None:
+        for vault in self._vaults.values():
+            vault.server = None
+        super()._stop()
 
     # -- addressing and configuration ----------------------------------------------
 
@@ -233,10 +200,6 @@ class FakeKeyVault:
     def revoke(self, vault: str, client_id: str) -> None:
         with self._lock:
             self._vaults[vault].policies.pop(client_id, None)
-
-    @property
-    def errors(self) -> list[str]:
-        return [e for v in self._vaults.values() if v.server for e in v.server.errors]
 
     @property
     def records(self) -> list[VaultRequestRecord]:

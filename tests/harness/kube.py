@@ -1,10 +1,11 @@
-"""Run `kvinject serve` against the e2e control plane, as the shipped manifests would.
+"""kvinject on the e2e control plane as the shipped manifests install it, and the helpers that talk to the API.
 
-- the shipped RBAC (Namespace, ServiceAccount, ClusterRole, ClusterRoleBinding) is
-  applied from `manifests/`, and kvinject runs with a kubeconfig holding a token of
-  that ServiceAccount (not admin), so the ClusterRole is proven sufficient;
-- the shipped MutatingWebhookConfiguration is registered with only its clientConfig
-  rewritten to `url: https://127.0.0.1:PORT/mutate` and the generated caBundle.
+- the shipped base (CRDs, Namespace, ServiceAccount, ClusterRole, bindings, policies) is applied from
+  `manifests/` (`install`), and kvinject runs with a kubeconfig holding a token of that ServiceAccount (not
+  admin), so the ClusterRole is proven sufficient (`serve_as_shipped`);
+- the shipped webhook configurations are registered with only their clientConfig rewritten to
+  `url: https://127.0.0.1:PORT/...` and the generated caBundle (`point_webhooks_at`), and the harness waits
+  until the apiserver calls them (`wait_for_kvinject_webhooks`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -21,13 +21,14 @@ from typing import Any
 
 import yaml
 
-from tests.e2e.controlplane import ControlPlane
-from tests.helpers import CLIENT_ID, TENANT_ID
-from tests.serving import ServeProcess
+from tests.harness.builders import CLIENT_ID, ROOT, TENANT_ID
+from tests.harness.controlplane import ControlPlane
+from tests.harness.serve import KvinjectServer, ServeProcess
+from tests.harness.waiting import wait_for
+from webhook.names import PREFIX
 
-ROOT = Path(__file__).resolve().parents[2]
 MANIFESTS = ROOT / "manifests"
-K = "kvinject.io/"
+K = PREFIX
 
 
 def rendered_manifests(cp: ControlPlane) -> list[dict[str, Any]]:
@@ -60,12 +61,18 @@ def service_account_kubeconfig(cp: ControlPlane, path: Path, namespace: str, nam
     return path
 
 
-class KvinjectServer(ServeProcess):
-    """`kvinject serve` reading the API through `kubeconfig` (kvinject's own ServiceAccount token)."""
+def install(cp: ControlPlane) -> None:
+    """The whole shipped base, for real (the API validates every object): `kubectl apply -k manifests/`. Without a
+    kubelet its Deployment never runs; a local `kvinject serve` stands in for it (`serve_as_shipped`)."""
+    cp.kubectl("apply", "-k", str(MANIFESTS))
+    cp.kubectl("wait", "--for=condition=Established", "crd/secretaccesspolicies.kvinject.io")
 
-    def __init__(self, workdir: Path, kubeconfig: Path, env: dict[str, str] | None = None):
-        super().__init__(workdir, ["--kubeconfig", str(kubeconfig)], env)
-        self.kubeconfig = kubeconfig
+
+def serve_as_shipped(cp: ControlPlane, workdir: Path, env: dict[str, str] | None = None) -> KvinjectServer:
+    """A started `kvinject serve` authenticated as the shipped ServiceAccount kvinject/kvinject."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    kubeconfig = service_account_kubeconfig(cp, workdir / "kvinject.kubeconfig", "kvinject", "kvinject")
+    return KvinjectServer(workdir / "kvinject", kubeconfig, env=env).start()
 
 
 def webhook_configurations(docs: list[dict[str, Any]], url: str, ca_bundle: str) -> list[dict[str, Any]]:
@@ -78,22 +85,21 @@ def webhook_configurations(docs: list[dict[str, Any]], url: str, ca_bundle: str)
     return configs
 
 
+def service_account(namespace: str, name: str, client_id: str) -> dict[str, Any]:
+    """A ServiceAccount carrying a workload identity (client id) for kvinject to find."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ServiceAccount",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "annotations": {"azure.workload.identity/client-id": client_id},
+        },
+    }
+
+
 def get_json(cp: ControlPlane, *args: str) -> Any:
     return yaml.safe_load(cp.kubectl("get", *args, "-o", "json").stdout)
-
-
-HANG_GUARD = 120.0  # how long a wait may last before the test fails: a guard against hangs, not a speed check
-
-
-def wait_for(fetch: Callable[[], Any], what: str, timeout: float = HANG_GUARD) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fetch()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.2)
 
 
 def pod_manifest(namespace: str, annotations: dict[str, str], **spec: Any) -> dict[str, Any]:
@@ -248,3 +254,53 @@ def wait_for_webhook_gone(cp: ControlPlane, probe: dict[str, Any], injected: Cal
         return result.returncode == 0 and not injected(json.loads(result.stdout))
 
     wait_for(gone, "a deleted webhook configuration to stop taking effect")
+
+
+def point_webhooks_at(cp: ControlPlane, server: ServeProcess, verb: str = "replace") -> list[dict[str, Any]]:
+    """The shipped webhook configurations, sent to `server` (`kubectl replace`, or `create` where they were
+    deleted); returns once the apiserver calls `server` for each of them."""
+    configs = webhook_configurations(rendered_manifests(cp), server.url, server.ca_bundle)
+    cp.kubectl(verb, "-f", "-", input=yaml.safe_dump_all(configs))
+    wait_for_kvinject_webhooks(cp, server)
+    return configs
+
+
+def mutating_configuration(
+    name: str, webhook: str, url: str, ca_bundle: str, selector: dict[str, str], **settings: Any
+) -> dict[str, Any]:
+    """A MutatingWebhookConfiguration `name` calling `url` for the CREATE of pods labelled `selector`."""
+    hook = {
+        "name": webhook,
+        "admissionReviewVersions": ["v1"],
+        "clientConfig": {"url": url, "caBundle": ca_bundle},
+        "rules": [{"apiGroups": [""], "apiVersions": ["v1"], "operations": ["CREATE"], "resources": ["pods"]}],
+        "objectSelector": {"matchLabels": selector},
+        "failurePolicy": "Fail",
+        "sideEffects": "None",
+        **settings,
+    }
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "MutatingWebhookConfiguration",
+        "metadata": {"name": name},
+        "webhooks": [hook],
+    }
+
+
+@contextmanager
+def mutating_webhook_in_effect(
+    cp: ControlPlane, config: dict[str, Any], probe: dict[str, Any], changes: Callable[[dict[str, Any]], bool]
+) -> Iterator[None]:
+    """`config` applied and in effect until the block ends (a dry run of `probe` comes back as `changes` tells),
+    then deleted and no longer in effect."""
+    name = config["metadata"]["name"]
+    cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(config))
+    try:
+        wait_for(
+            lambda: (r := dry_run(cp, probe)).returncode == 0 and changes(json.loads(r.stdout)),
+            f"the mutating webhook configuration {name} in effect",
+        )
+        yield
+    finally:
+        cp.kubectl("delete", "mutatingwebhookconfiguration", name)
+        wait_for_webhook_gone(cp, probe, changes)

@@ -1,13 +1,13 @@
 """A real, local Kubernetes control plane for kvinject's e2e tests.
 
 Runs etcd, kube-apiserver and kube-controller-manager (no kubelet, no scheduler) as
-child processes listening on 127.0.0.1 only, with a throwaway PKI made with the
-``cryptography`` package. The binaries are the ones built and cached by
+child processes listening on 127.0.0.1 only, with a throwaway PKI (tests/harness/pki.py).
+The binaries are the ones built and cached by
 ``tests/e2e/build_binaries.sh`` (versions pinned in ``tests/e2e/versions.env``).
 
 Usable without pytest::
 
-    from tests.e2e.controlplane import ControlPlane
+    from tests.harness import ControlPlane
     with ControlPlane(Path("/tmp/cp")) as cp:
         print(cp.kubectl("get", "ns").stdout)
 
@@ -19,36 +19,25 @@ collection and namespace deletion.
 
 from __future__ import annotations
 
-import atexit
 import base64
-import datetime as _dt
-import ipaddress
 import json
 import os
-import signal
-import socket
 import ssl
 import subprocess
-import sys
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from tests.harness.pki import PKI
+from tests.harness.process import Lifecycle, Process, free_port
 
-E2E_DIR = Path(__file__).resolve().parent
+E2E_DIR = Path(__file__).resolve().parents[1] / "e2e"
 VERSIONS_FILE = E2E_DIR / "versions.env"
 BUILD_SCRIPT = "tests/e2e/build_binaries.sh"
 SPC_CRD_FILENAME = "secrets-store.csi.x-k8s.io_secretproviderclasses.yaml"
-
-LOG_TAIL_LINES = 40
 
 
 class ControlPlaneError(RuntimeError):
@@ -136,231 +125,12 @@ class Binaries:
 
 
 # --------------------------------------------------------------------------------------
-# PKI
-# --------------------------------------------------------------------------------------
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    path.write_bytes(data)
-    path.chmod(0o600)
-
-
-def _key_pem(key: Any) -> bytes:
-    pem: bytes = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    return pem
-
-
-class PKI:
-    """A throwaway CA in ``directory`` that can issue serving and client certificates."""
-
-    def __init__(self, directory: Path, ca_common_name: str = "kvinject-e2e-ca") -> None:
-        self.dir = directory
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self._now = _dt.datetime.now(_dt.UTC) - _dt.timedelta(minutes=5)
-        self._ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, ca_common_name)])
-        ski = x509.SubjectKeyIdentifier.from_public_key(self._ca_key.public_key())
-        self._ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(self._ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._now)
-            .not_valid_after(self._now + _dt.timedelta(days=30))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(ski, critical=False)
-            .sign(self._ca_key, hashes.SHA256())
-        )
-        self.ca_cert = self.dir / "ca.crt"
-        self.ca_key = self.dir / "ca.key"
-        self.ca_cert.write_bytes(self._ca_cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(self.ca_key, _key_pem(self._ca_key))
-
-    @property
-    def ca_pem(self) -> bytes:
-        return self.ca_cert.read_bytes()
-
-    def issue(
-        self,
-        name: str,
-        common_name: str,
-        *,
-        organizations: Sequence[str] = (),
-        dns_names: Sequence[str] = (),
-        ip_addresses: Sequence[str] = (),
-        server: bool = False,
-        client: bool = False,
-        days: int = 30,
-    ) -> tuple[Path, Path]:
-        """Issue a leaf certificate signed by the CA; returns (cert_path, key_path)."""
-        key = ec.generate_private_key(ec.SECP256R1())
-        attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations]
-        attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, common_name))
-        usages = []
-        if server:
-            usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
-        if client:
-            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        if not usages:
-            raise ValueError("a certificate needs server=True and/or client=True")
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(x509.Name(attrs))
-            .issuer_name(self._ca_cert.subject)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(self._now)
-            .not_valid_after(self._now + _dt.timedelta(days=days))
-            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=False,
-                    crl_sign=False,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self._ca_key.public_key()),
-                critical=False,
-            )
-        )
-        sans: list[x509.GeneralName] = [x509.DNSName(d) for d in dns_names]
-        sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ip_addresses]
-        if sans:
-            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        cert = builder.sign(self._ca_key, hashes.SHA256())
-        cert_path = self.dir / f"{name}.crt"
-        key_path = self.dir / f"{name}.key"
-        cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_private(key_path, _key_pem(key))
-        return cert_path, key_path
-
-    def service_account_keys(self, name: str = "sa") -> tuple[Path, Path]:
-        """An RSA key pair for signing ServiceAccount tokens; returns (private, public)."""
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        priv = self.dir / f"{name}.key"
-        pub = self.dir / f"{name}.pub"
-        _write_private(priv, _key_pem(key))
-        pub.write_bytes(
-            key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        )
-        return priv, pub
-
-
-# --------------------------------------------------------------------------------------
-# Processes
-# --------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1 (tiny race with other processes)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
-    try:
-        text = path.read_text(errors="replace")
-    except OSError as exc:
-        return f"<cannot read {path}: {exc}>"
-    return "\n".join(text.splitlines()[-lines:])
-
-
-def _pdeathsig_preexec() -> Callable[[], None] | None:
-    """Linux: a preexec_fn making the child get SIGTERM if the Python process dies.
-
-    libc is loaded here, in the parent, so the child runs only the prctl call.
-    """
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        import ctypes
-
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:  # pragma: no cover - runs in the child
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-    return preexec
-
-
-class _Proc:
-    def __init__(self, name: str, args: list[str], log_path: Path, env: dict[str, str]) -> None:
-        self.name = name
-        self.args = args
-        self.log_path = log_path
-        self._log: IO[bytes] = open(log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log.write(f"$ {' '.join(args)}\n".encode())
-        self._log.flush()
-        self.popen = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            env=env,
-            start_new_session=True,
-            preexec_fn=_pdeathsig_preexec(),
-        )
-
-    def check_alive(self) -> None:
-        rc = self.popen.poll()
-        if rc is not None:
-            raise ControlPlaneError(
-                f"{self.name} exited with code {rc}; last lines of {self.log_path}:\n{tail(self.log_path)}"
-            )
-
-    def stop(self, timeout: float) -> None:
-        if self.popen.poll() is None:
-            try:
-                self.popen.send_signal(signal.SIGTERM)
-                self.popen.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.popen.kill()
-                self.popen.wait(timeout=timeout)
-            except ProcessLookupError:
-                pass
-        if not self._log.closed:
-            self._log.close()
-
-
-# --------------------------------------------------------------------------------------
 # The control plane
 # --------------------------------------------------------------------------------------
 
 
-class ControlPlane:
-    """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1.
+class ControlPlane(Lifecycle):
+    """etcd + kube-apiserver + kube-controller-manager on 127.0.0.1, each a harness Process.
 
     Files (PKI, kubeconfig, etcd data, logs) live under ``workdir``. ``start()`` blocks
     until the apiserver is ready and the ``default`` ServiceAccount of namespace
@@ -387,8 +157,7 @@ class ControlPlane:
         self._extra_kcm_args = list(extra_controller_manager_args)
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
-        self._procs: list[_Proc] = []
-        self._started = False
+        self._procs: list[Process] = []
 
         pki = self.workdir / "pki"
         self.pki_dir = pki
@@ -410,7 +179,6 @@ class ControlPlane:
         self.apiserver_port = 0
         self.controller_manager_port = 0
         self.url = ""
-        self.start_seconds: float | None = None
 
     # -- public API ---------------------------------------------------------------
 
@@ -423,45 +191,25 @@ class ControlPlane:
     def api_audiences(self) -> list[str]:
         return self._api_audiences or [self.issuer]
 
-    def start(self) -> ControlPlane:
-        if self._started:
-            return self
+    def _start(self) -> None:
         self.binaries.require(*Binaries.CONTROL_PLANE)
-        t0 = time.monotonic()
-        self._started = True
-        atexit.register(self.stop)
-        try:
-            self.workdir.mkdir(parents=True, exist_ok=True)
-            self.log_dir.mkdir(exist_ok=True)
-            self._make_pki()
-            self._start_etcd()
-            self._start_apiserver()
-            self._write_kubeconfig()
-            self._start_controller_manager()
-            self._wait_default_service_account()
-        except BaseException:
-            self.stop()
-            raise
-        self.start_seconds = time.monotonic() - t0
-        return self
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.log_dir.mkdir(exist_ok=True)
+        self._make_pki()
+        self._start_etcd()
+        self._start_apiserver()
+        self._write_kubeconfig()
+        self._start_controller_manager()
+        self._wait_default_service_account()
 
-    def stop(self) -> None:
+    def _stop(self) -> None:
         """Terminate the processes in reverse start order (SIGTERM, then SIGKILL)."""
         procs, self._procs = self._procs, []
         for proc in reversed(procs):
-            proc.stop(self.stop_timeout)
-        if self._started:
-            self._started = False
-            atexit.unregister(self.stop)
-
-    def __enter__(self) -> ControlPlane:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            proc.stop()
 
     def check_alive(self) -> None:
-        """Raise ControlPlaneError (with the log tail) if any process has exited."""
+        """Raise ProcessExited (with the log tail) if any process has exited."""
         for proc in self._procs:
             proc.check_alive()
 
@@ -512,7 +260,7 @@ class ControlPlane:
     def api_get(self, path: str, timeout: float = 10.0) -> Any:
         """GET ``path`` from the apiserver as admin; returns decoded JSON (or text)."""
         req = urllib.request.Request(self.url + path, headers={"Accept": "application/json, */*"})
-        with urllib.request.urlopen(req, context=self._admin_ssl_context(), timeout=timeout) as resp:
+        with urllib.request.urlopen(req, context=self.admin_ssl_context(), timeout=timeout) as resp:
             body = resp.read().decode()
         try:
             return json.loads(body)
@@ -539,37 +287,34 @@ class ControlPlane:
         self.pki.issue("admin", self.ADMIN_USER, organizations=["system:masters"], client=True)
         self.pki.service_account_keys("sa")
 
-    def _spawn(self, name: str, args: list[str]) -> _Proc:
+    def _spawn(self, name: str, args: list[str], ready: Callable[[], Any], readiness: str) -> Process:
+        """Start one of the control plane's processes and wait until `ready` holds."""
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
-        proc = _Proc(name, args, self.logs[name], env)
+        proc = Process(
+            name,
+            args,
+            self.logs[name],
+            env=env,
+            ready=ready,
+            readiness=readiness,
+            start_timeout=self.start_timeout,
+            stop_timeout=self.stop_timeout,
+        )
         self._procs.append(proc)
+        proc.start()
         return proc
-
-    def _wait(self, what: str, probe: Callable[[], bool], timeout: float, proc: _Proc | None = None) -> None:
-        deadline = time.monotonic() + timeout
-        last_error = ""
-        while True:
-            self.check_alive()
-            try:
-                if probe():
-                    return
-            except Exception as exc:
-                last_error = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() > deadline:
-                msg = f"timed out after {timeout:.0f}s waiting for {what}"
-                if last_error:
-                    msg += f" (last error: {last_error})"
-                if proc is not None:
-                    msg += f"; last lines of {proc.log_path}:\n{tail(proc.log_path)}"
-                raise ControlPlaneError(msg)
-            time.sleep(0.2)
 
     def _start_etcd(self) -> None:
         client_port, peer_port = free_port(), free_port()
         self.etcd_url = f"http://127.0.0.1:{client_port}"
         peer_url = f"http://127.0.0.1:{peer_port}"
-        proc = self._spawn(
+
+        def healthy() -> bool:
+            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as resp:
+                return bool(json.loads(resp.read()).get("health") == "true")
+
+        self._spawn(
             "etcd",
             [
                 str(self.binaries.etcd),
@@ -584,31 +329,32 @@ class ControlPlane:
                 "--unsafe-no-fsync=true",
                 "--log-level=warn",
             ],
+            healthy,
+            "/health",
         )
 
-        def healthy() -> bool:
-            with urllib.request.urlopen(self.etcd_url + "/health", timeout=2) as resp:
-                return bool(json.loads(resp.read()).get("health") == "true")
-
-        self._wait("etcd /health", healthy, self.start_timeout, proc)
+    def _process(self, name: str) -> Process:
+        return next(p for p in self._procs if p.name == name)
 
     def stop_apiserver(self) -> None:
         """Stop only kube-apiserver (fault tests); etcd keeps the state, start_apiserver() resumes it."""
-        proc = next(p for p in self._procs if p.name == "kube-apiserver")
-        proc.stop(self.stop_timeout)
-        self._procs.remove(proc)
+        self._process("kube-apiserver").stop()
 
     def start_apiserver(self) -> None:
         """Start kube-apiserver again on the same port, so every kubeconfig and client keeps working."""
-        self._start_apiserver(port=self.apiserver_port)
+        self._process("kube-apiserver").start()
 
     def apiserver_pid(self) -> int:
-        return int(next(p for p in self._procs if p.name == "kube-apiserver").popen.pid)
+        return self._process("kube-apiserver").pid
 
-    def _start_apiserver(self, port: int | None = None) -> None:
-        self.apiserver_port = port or free_port()
+    def _start_apiserver(self) -> None:
+        self.apiserver_port = free_port()
         self.url = f"https://127.0.0.1:{self.apiserver_port}"
-        proc = self._spawn(
+
+        def ready() -> bool:
+            return bool(self.api_get("/readyz", timeout=5) == "ok")
+
+        self._spawn(
             "kube-apiserver",
             [
                 str(self.binaries.kube_apiserver),
@@ -632,16 +378,22 @@ class ControlPlane:
                 "--profiling=false",
                 *self._extra_apiserver_args,
             ],
+            ready,
+            f"{self.url}/readyz",
         )
-
-        def ready() -> bool:
-            return bool(self.api_get("/readyz", timeout=5) == "ok")
-
-        self._wait(f"kube-apiserver {self.url}/readyz", ready, self.start_timeout, proc)
 
     def _start_controller_manager(self) -> None:
         self.controller_manager_port = free_port()
-        proc = self._spawn(
+        insecure = ssl.create_default_context()
+        insecure.check_hostname = False
+        insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert, loopback only
+
+        def healthy() -> bool:
+            url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
+            with urllib.request.urlopen(url, context=insecure, timeout=2) as resp:
+                return bool(resp.read().decode().strip() == "ok")
+
+        self._spawn(
             "kube-controller-manager",
             [
                 str(self.binaries.kube_controller_manager),
@@ -668,22 +420,11 @@ class ControlPlane:
                 "--profiling=false",
                 *self._extra_kcm_args,
             ],
+            healthy,
+            "/healthz",
         )
 
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert, loopback only
-
-        def healthy() -> bool:
-            url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
-            with urllib.request.urlopen(url, context=insecure, timeout=2) as resp:
-                return bool(resp.read().decode().strip() == "ok")
-
-        self._wait("kube-controller-manager /healthz", healthy, self.start_timeout, proc)
-
     def _wait_default_service_account(self) -> None:
-        kcm = next(p for p in self._procs if p.name == "kube-controller-manager")
-
         def exists() -> bool:
             try:
                 self.api_get("/api/v1/namespaces/default/serviceaccounts/default", timeout=5)
@@ -693,9 +434,12 @@ class ControlPlane:
                 raise
             return True
 
-        self._wait("ServiceAccount default/default", exists, self.start_timeout, kcm)
+        self._process("kube-controller-manager").wait_until(
+            exists, "ServiceAccount default/default", self.start_timeout
+        )
 
-    def _admin_ssl_context(self) -> ssl.SSLContext:
+    def admin_ssl_context(self) -> ssl.SSLContext:
+        """A TLS client context trusting the cluster CA and presenting the admin's certificate."""
         ctx = ssl.create_default_context(cafile=str(self.ca_file))
         ctx.load_cert_chain(str(self.admin_cert), str(self.admin_key))
         return ctx
@@ -741,12 +485,10 @@ class ControlPlane:
 
 __all__ = [
     "BUILD_SCRIPT",
-    "PKI",
     "Binaries",
     "BinariesMissing",
     "ControlPlane",
     "ControlPlaneError",
     "cache_dir",
-    "free_port",
     "read_versions",
 ]
