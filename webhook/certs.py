@@ -42,12 +42,6 @@ def _key() -> ec.EllipticCurvePrivateKey:
     return ec.generate_private_key(ec.SECP256R1())
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
-
-
 def _write(path: Path, data: bytes, private: bool = False) -> None:
     """Write atomically so a reloading server never reads half a file."""
     tmp = path.with_name(f".{path.name}.tmp")
@@ -76,50 +70,18 @@ def issue(
 ) -> Issued:
     """Write ca.crt/ca.key (kept if present and `reuse_ca`) and <prefix>.crt/<prefix>.key under `out`."""
     out.mkdir(parents=True, exist_ok=True)
-    now = dt.datetime.now(dt.UTC)
     ca_cert_path, ca_key_path = out / "ca.crt", out / "ca.key"
     loaded = _load_ca(ca_cert_path, ca_key_path) if reuse_ca else None
     if loaded is None:
-        ca_key = _key()
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kvinject CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=days * 5))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(False, False, False, False, False, True, True, False, False), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-            .sign(ca_key, hashes.SHA256())
-        )
-        _write(ca_key_path, _pem_key(ca_key), private=True)
-        _write(ca_cert_path, ca_cert.public_bytes(serialization.Encoding.PEM))
-    else:
-        ca_cert, ca_key = loaded
-
-    key = _key()
-    sans: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
-    sans += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips or ["127.0.0.1"]]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, dns_names[0])]))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
-        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
+        loaded = certificate("kvinject CA", ca=True, days=days * 5)
+        write_private_key(ca_key_path, loaded[1])
+        _write(ca_cert_path, loaded[0].public_bytes(serialization.Encoding.PEM))
+    cert, key = certificate(
+        dns_names[0], issuer=loaded, dns_names=dns_names, ips=ips or ["127.0.0.1"], server=True, days=days
     )
     cert_path, key_path = out / f"{prefix}.crt", out / f"{prefix}.key"
     # Key first: a reloader that sees the new cert must find its key already there.
-    _write(key_path, _pem_key(key), private=True)
+    write_private_key(key_path, key)
     _write(cert_path, cert.public_bytes(serialization.Encoding.PEM))
     return Issued(ca_cert_path, cert_path, key_path)
 
