@@ -149,7 +149,7 @@ build_from_module() {
     work=$(new_tmpdir "$(basename "$output")")
     local mlog_v
     mlog_v=$(awk '$1 == "monis.app/mlog" { print $2; exit }' "$gomod")
-    if [[ -n "$mlog_v" ]] && ! (cd "$CACHE/tmp" && GOFLAGS= "$GO" mod download "monis.app/mlog@$mlog_v") >/dev/null 2>&1; then
+    if [[ -n "$mlog_v" ]] && ! (cd "$CACHE/tmp" && GOFLAGS='' "$GO" mod download "monis.app/mlog@$mlog_v") >/dev/null 2>&1; then
         log "$label $v: monis.app/mlog@$mlog_v unavailable from the module proxy; using tests/node/mlog-shim"
         cp -R "$NODE_DIR/mlog-shim" "$work/mlog"
         [[ -z "$reps" ]] || reps+=$'\n'
@@ -255,7 +255,9 @@ build_pause() {
 }
 
 file_is_static() {  # BINARY -> true when it has no program interpreter (no dynamic loader)
-    ! LC_ALL=C readelf -l "$1" 2>/dev/null | grep -q 'Requesting program interpreter'
+    local headers
+    headers=$(LC_ALL=C readelf -l "$1" 2>/dev/null) || return 1
+    ! grep -q 'Requesting program interpreter' <<<"$headers"
 }
 
 log "go: $("$GO" version)"
