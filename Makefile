@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries provider-view bench-tools bench bench-policy soak fuzz clean
+.PHONY: install run test lint unit e2e-binaries node-binaries node-images provider-view bench-tools bench bench-policy soak fuzz clean
 
 install: $(STAMP)
 
@@ -32,6 +32,17 @@ unit: install
 e2e-binaries:
 	tests/e2e/build_binaries.sh
 
+# A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
+# provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian
+# packages containerd, runc, CNI plugins, busybox-static, buildah, debootstrap when missing (root).
+node-binaries:
+	tests/node/build.sh >/dev/null
+
+# The node's images as docker-archive tars in ~/.cache/kvinject/images (pause, busybox, and kvinject
+# built from our Dockerfile by buildah on a debootstrapped base), keyed by what they are built from.
+node-images: node-binaries
+	tests/node/images.sh >/dev/null
+
 # The Azure provider's own reading of SecretProviderClass parameters (the oracle of
 # tests/differential), from its Go module, cached in ~/.cache/kvinject like the e2e binaries.
 provider-view:
@@ -50,7 +61,7 @@ bench: install e2e-binaries bench-tools
 	tests/isolated.sh $(BIN)/python bench/apiserver_latency.py
 
 # Every tier, inside a loopback-only network namespace where the machine allows one.
-test: lint e2e-binaries provider-view bench-tools
+test: lint e2e-binaries node-binaries node-images provider-view bench-tools
 	tests/isolated.sh $(BIN)/python -m pytest
 
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).

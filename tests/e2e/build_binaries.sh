@@ -16,6 +16,10 @@
 #
 # Usage: tests/e2e/build_binaries.sh            # build what is missing
 #        KVINJECT_CACHE=/some/dir tests/e2e/build_binaries.sh
+#
+# Sourced (`source tests/e2e/build_binaries.sh`), it only sets up (versions, cache, lock, scratch
+# directory, cleanup trap) and defines its functions, for tests/node/build.sh to reuse:
+# `build_kubernetes kubelet kube-scheduler` builds other k8s.io/kubernetes commands the same way.
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -123,16 +127,28 @@ BUILD_DATE=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 # --------------------------------------------------------------------------------------
 # Kubernetes: kube-apiserver, kube-controller-manager, kubectl
 # --------------------------------------------------------------------------------------
+# k8s_works DIR COMMAND VERSION -> true when DIR/COMMAND runs and reports VERSION
+k8s_works() {
+    if [[ $2 == kubectl ]]; then
+        works "$1/$2" "$3" version --client
+    else
+        works "$1/$2" "$3" --version
+    fi
+}
+
+# build_kubernetes [COMMAND...] -> builds the k8s.io/kubernetes/cmd/COMMANDs that are missing
+# (default: kube-apiserver kube-controller-manager kubectl) into bin/kubernetes-<v>/
 build_kubernetes() {
     local v=$KUBERNETES_VERSION out="$CACHE/bin/kubernetes-$KUBERNETES_VERSION"
     local minor=${v#v1.}; minor=${minor%%.*}
     local staging_v="v0.${v#v1.}"
-    local missing=()
-    works "$out/kube-apiserver" "$v" --version || missing+=(kube-apiserver)
-    works "$out/kube-controller-manager" "$v" --version || missing+=(kube-controller-manager)
-    works "$out/kubectl" "$v" version --client || missing+=(kubectl)
+    local wanted=("$@") missing=() b
+    ((${#wanted[@]})) || wanted=(kube-apiserver kube-controller-manager kubectl)
+    for b in "${wanted[@]}"; do
+        k8s_works "$out" "$b" "$v" || missing+=("$b")
+    done
     if ((${#missing[@]} == 0)); then
-        log "kubernetes $v: cached ($out)"
+        log "kubernetes $v: cached ${wanted[*]} ($out)"
         return
     fi
 
@@ -172,13 +188,10 @@ build_kubernetes() {
     done
 
     mkdir -p "$out"
-    local b
     for b in "${missing[@]}"; do
         gobuild "$work" "$out/$b" "k8s.io/kubernetes/cmd/$b" "$b $v" "$ldflags"
+        k8s_works "$out" "$b" "$v" || die "built $b does not report $v"
     done
-    works "$out/kube-apiserver" "$v" --version || die "built kube-apiserver does not report $v"
-    works "$out/kube-controller-manager" "$v" --version || die "built kube-controller-manager does not report $v"
-    works "$out/kubectl" "$v" version --client || die "built kubectl does not report $v"
 }
 
 # --------------------------------------------------------------------------------------
@@ -303,10 +316,13 @@ fetch_sscsi_crd() {
     log "SecretProviderClass CRD $v: copied to $out/$name"
 }
 
-log "go: $("$GO" version)"
-build_kubernetes
-build_etcd
-build_azwi
-fetch_sscsi_crd
-log "done in $((SECONDS - START))s"
-echo "KVINJECT_CACHE=$CACHE"
+# Run only when executed, not when sourced.
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    log "go: $("$GO" version)"
+    build_kubernetes
+    build_etcd
+    build_azwi
+    fetch_sscsi_crd
+    log "done in $((SECONDS - START))s"
+    echo "KVINJECT_CACHE=$CACHE"
+fi
