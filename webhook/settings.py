@@ -85,10 +85,18 @@ class Settings(BaseSettings):
         if cloud is None:
             return self
         for field, value, same in (
-            ("authority_host", cloud.authority_host, lambda v: v.rstrip("/") == cloud.authority_host.rstrip("/")),
-            ("vault_dns_suffix", cloud.vault_dns_suffix, lambda v: v.strip(".").lower() == cloud.vault_dns_suffix),
+            (
+                "authority_host",
+                cloud.authority_host,
+                self.authority_host.rstrip("/") == cloud.authority_host.rstrip("/"),
+            ),
+            (
+                "vault_dns_suffix",
+                cloud.vault_dns_suffix,
+                self.vault_dns_suffix.strip(".").lower() == cloud.vault_dns_suffix,
+            ),
         ):
-            if field in self.model_fields_set and not same(getattr(self, field)):
+            if field in self.model_fields_set and not same:
                 raise clouds.CloudError(
                     f"KVINJECT_{field.upper()}={getattr(self, field)!r} disagrees with the cloud's {value!r}:"
                     " unset it (the cloud decides it)"

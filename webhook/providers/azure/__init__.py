@@ -70,7 +70,7 @@ class AzureProvider:
     def init_spec(self, who: Identity, settings: Settings) -> InitSpec:
         # The standard workload-identity variables, for the init container only; the Azure Workload Identity
         # webhook leaves containers that already carry them alone.
-        env = (
+        env: tuple[tuple[str, str], ...] = (
             (ENV_VAULT_DNS_SUFFIX, settings.vault_dns_suffix),
             (ENV_CLIENT_ID, who.client_id),
             (ENV_TENANT_ID, who.tenant_id),
