@@ -14,6 +14,7 @@ from typing import Any
 import jsonpatch
 import orjson
 import yaml
+from pydantic import ValidationError
 
 from webhook import certs, review
 from webhook.cluster import Cluster, ClusterError, load
@@ -245,9 +246,20 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _settings_problems(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    code: int = args.func(args)
+    try:
+        code: int = args.func(args)
+    except ValidationError as exc:  # KVINJECT_* or flags: a sentence, never a trace
+        print(f"kvinject: unusable settings: {_settings_problems(exc)}", file=sys.stderr)
+        return EXIT_UNUSABLE
     return code
 
 

@@ -226,6 +226,7 @@ class InitSpec:
     token_dir: str  # where the projected ServiceAccount token is mounted
     token_audience: str
     volume_size: str
+    token_sources: tuple[dict[str, Any], ...] = ()  # more projections beside the token (a CA bundle)
 
 
 def fetch_objects(request: contract.InjectionRequest) -> str:
@@ -340,7 +341,8 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
                                 "expirationSeconds": 3600,
                                 "path": TOKEN_FILE,
                             }
-                        }
+                        },
+                        *spec.token_sources,
                     ]
                 },
             },

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from webhook import clouds
 from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX
 from webhook.policy import Enforcement
 
@@ -29,7 +30,12 @@ class Settings(BaseSettings):
     cluster_file: Path | None = None
     kubeconfig: str | None = None
     tenant_id: str | None = None
+    # The Azure cloud (webhook/clouds.py): a name the Azure provider knows (AzureUSGovernmentCloud,
+    # AzureChinaCloud, ...), or an environment file for a custom cloud (AzureStackCloud), mounted at the same
+    # path in kvinject's pods and on the nodes. It sets authority_host and vault_dns_suffix, which may then
+    # only be set to the same values.
     cloud_name: str = ""
+    cloud_env_file: Path | None = None
     log_level: str = "INFO"
     # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
     # a namespace label kvinject.io/enforcement overrides it.
@@ -52,6 +58,9 @@ class Settings(BaseSettings):
     vault_dns_suffix: str = DEFAULT_VAULT_DNS_SUFFIX
     # Size of the in-memory volume holding the files: it counts against the pod's memory.
     init_volume_size: str = "4Mi"
+    # A ConfigMap (key ca.crt, in the pod's namespace) of CAs kvinject-fetch trusts for Entra ID and Key Vault,
+    # for clouds behind a private CA (Azure Stack Hub); empty: the image's public roots.
+    init_ca_configmap: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")
     # Vault URLs other than https://<vault>.<vault_dns_suffix> (private endpoints, tests), as JSON.
     vault_urls: dict[str, str] = Field(default_factory=dict)
 
@@ -66,3 +75,38 @@ class Settings(BaseSettings):
     live_fail_open: bool = False
     # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
     api_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    _cloud: clouds.Cloud | None = PrivateAttr(default=None)
+
+    @model_validator(mode="after")
+    def _apply_cloud(self) -> Settings:
+        """The cloud's authority and vault suffix, so that the init container reads where the provider does."""
+        cloud = clouds.resolve(self.cloud_name, self.cloud_env_file)
+        if cloud is None:
+            return self
+        for field, value, same in (
+            (
+                "authority_host",
+                cloud.authority_host,
+                self.authority_host.rstrip("/") == cloud.authority_host.rstrip("/"),
+            ),
+            (
+                "vault_dns_suffix",
+                cloud.vault_dns_suffix,
+                self.vault_dns_suffix.strip(".").lower() == cloud.vault_dns_suffix,
+            ),
+        ):
+            if field in self.model_fields_set and not same:
+                raise clouds.CloudError(
+                    f"KVINJECT_{field.upper()}={getattr(self, field)!r} disagrees with the cloud's {value!r}:"
+                    " unset it (the cloud decides it)"
+                )
+            setattr(self, field, value)
+        self.cloud_name = cloud.name
+        self._cloud = cloud
+        return self
+
+    @property
+    def cloud(self) -> clouds.Cloud:
+        """The cloud the generated classes name (the public cloud, unnamed, unless configured)."""
+        return self._cloud or clouds.Cloud(self.cloud_name, self.authority_host, self.vault_dns_suffix)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from webhook.contract import InjectionRequest, ObjectRef, ObjectType
 from webhook.identity import Identity
@@ -19,7 +19,9 @@ from webhook.plan import InitSpec
 from webhook.providers.azure import classes, identity
 from webhook.providers.azure.access import VaultAccess, credentials_from_env, endpoints_from_env
 from webhook.providers.azure.names import (
+    CA_KEY,
     ENV_AUTHORITY,
+    ENV_CA_BUNDLE,
     ENV_CLIENT_ID,
     ENV_TENANT_ID,
     ENV_TOKEN_FILE,
@@ -49,7 +51,7 @@ class AzureProvider:
         return identity.resolve(namespace, name, account, settings.tenant_id)
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
-        return classes.parameters(wanted, who.client_id, who.tenant_id, settings.cloud_name)
+        return classes.parameters(wanted, who.client_id, who.tenant_id, settings.cloud.class_parameters())
 
     def declared_objects(
         self,
@@ -68,14 +70,20 @@ class AzureProvider:
     def init_spec(self, who: Identity, settings: Settings) -> InitSpec:
         # The standard workload-identity variables, for the init container only; the Azure Workload Identity
         # webhook leaves containers that already carry them alone.
-        env = (
+        env: tuple[tuple[str, str], ...] = (
             (ENV_VAULT_DNS_SUFFIX, settings.vault_dns_suffix),
             (ENV_CLIENT_ID, who.client_id),
             (ENV_TENANT_ID, who.tenant_id),
             (ENV_TOKEN_FILE, f"{TOKEN_DIR}/{TOKEN_FILE}"),
             (ENV_AUTHORITY, settings.authority_host),
         )
-        return InitSpec(settings.init_image, env, TOKEN_DIR, TOKEN_AUDIENCE, settings.init_volume_size)
+        sources: tuple[dict[str, Any], ...] = ()
+        if settings.init_ca_configmap:
+            # The cloud's private CA, beside the token; azure-core's requests transport trusts this bundle.
+            items = [{"key": CA_KEY, "path": CA_KEY}]
+            sources = ({"configMap": {"name": settings.init_ca_configmap, "items": items}},)
+            env = (*env, (ENV_CA_BUNDLE, f"{TOKEN_DIR}/{CA_KEY}"))
+        return InitSpec(settings.init_image, env, TOKEN_DIR, TOKEN_AUDIENCE, settings.init_volume_size, sources)
 
     def verifiable(self, refs: Sequence[ObjectRef]) -> list[ObjectRef]:
         # Key objects cannot be read as secrets: Key Vault keeps them.

@@ -26,8 +26,11 @@ def _objects_parameter(request: InjectionRequest) -> str:
     return "\n".join(lines) + "\n"
 
 
-def parameters(request: InjectionRequest, client_id: str, tenant_id: str, cloud_name: str = "") -> dict[str, str]:
-    """spec.parameters of the class for a csi-mode request (one vault, checked by the contract)."""
+def parameters(
+    request: InjectionRequest, client_id: str, tenant_id: str, cloud: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """spec.parameters of the class for a csi-mode request (one vault, checked by the contract), naming the
+    cloud (`cloudName`, `cloudEnvFileName`) unless it is the provider's default."""
     params = {
         "usePodIdentity": "false",
         "useVMManagedIdentity": "false",
@@ -36,8 +39,7 @@ def parameters(request: InjectionRequest, client_id: str, tenant_id: str, cloud_
         "keyvaultName": request.objects[0].ref.vault,
         "objects": _objects_parameter(request),
     }
-    if cloud_name:
-        params["cloudName"] = cloud_name
+    params.update(cloud or {})
     return params
 
 

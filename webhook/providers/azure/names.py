@@ -17,3 +17,7 @@ ENV_TOKEN_FILE = "AZURE_FEDERATED_TOKEN_FILE"
 ENV_AUTHORITY = "AZURE_AUTHORITY_HOST"
 ENV_VAULT_DNS_SUFFIX = "KVINJECT_VAULT_DNS_SUFFIX"
 ENV_VAULT_URLS = "KVINJECT_VAULT_URLS"
+
+# A private cloud's CA bundle for the init container: the ConfigMap key, and the variable requests reads.
+CA_KEY = "ca.crt"
+ENV_CA_BUNDLE = "REQUESTS_CA_BUNDLE"
