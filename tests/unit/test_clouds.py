@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from tests.helpers import CLIENT_ID, ROOT, TENANT_ID
+from tests.harness import CLIENT_ID, ROOT, TENANT_ID
 from webhook import contract, spc
 from webhook.identity import Identity
 from webhook.model import ServiceAccount
