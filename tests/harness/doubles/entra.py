@@ -37,11 +37,11 @@ import threading
 import time
 import urllib.request
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
@@ -347,8 +347,12 @@ class FakeEntra(Double):
         *,
         expires_in: int = 3600,
         clock_skew: float = DEFAULT_CLOCK_SKEW,
+        hostnames: Sequence[str] = (),
+        address: str = "",
     ) -> None:
-        super().__init__(workdir, "entra.log")
+        """``hostnames``/``address``: serve on ``address``:443 as those instances (the first is ``url``), as a
+        sovereign or private cloud's Entra ID is reached by name; see ``Double``."""
+        super().__init__(workdir, "entra.log", hostnames=hostnames, address=address)
         self.federated_credentials: list[FederatedCredential] = list(federated_credentials)
         self.issuers: dict[str, JwksSource] = dict(issuers or {})
         self.expires_in = expires_in
@@ -427,8 +431,64 @@ class FakeEntra(Double):
 
     # -- HTTP ---------------------------------------------------------------------
 
+    def _instance(self, host: str) -> bool:
+        """Whether ``host`` is one of the instances this double is (its names, or its loopback address)."""
+        return host.lower() in {h.lower() for h in self.hostnames} or f"https://{host}" == self.url
+
+    def _discovery(self, request: Request) -> Response:
+        """MSAL's instance discovery: which tenant discovery document an authorization endpoint's instance has
+        (MSAL for Go asks login.microsoftonline.com for every host it does not trust itself)."""
+        endpoint = urlsplit(request.query.get("authorization_endpoint", ""))
+        parts = endpoint.path.strip("/").split("/")
+        if endpoint.scheme != "https" or not self._instance(endpoint.netloc) or len(parts) < 1 or not parts[0]:
+            correlation = request.headers.get("client-request-id") or str(uuid.uuid4())
+            exc = EntraError(400, "invalid_instance", 50049, "Unknown or invalid instance.")
+            return self._error(exc, correlation)
+        host, tenant = endpoint.netloc, parts[0]
+        return Response.json(
+            200,
+            {
+                "tenant_discovery_endpoint": f"https://{host}/{tenant}/v2.0/.well-known/openid-configuration",
+                "api-version": "1.1",
+                "metadata": [{"preferred_network": host, "preferred_cache": host, "aliases": [host]}],
+            },
+        )
+
+    def _openid_configuration(self, host: str, tenant: str) -> Response:
+        base = f"https://{host}/{tenant}"
+        return Response.json(
+            200,
+            {
+                "token_endpoint": f"{base}/oauth2/v2.0/token",
+                "token_endpoint_auth_methods_supported": [
+                    "client_secret_post",
+                    "private_key_jwt",
+                    "client_secret_basic",
+                ],
+                "jwks_uri": f"https://{host}/{tenant}/discovery/v2.0/keys",
+                "response_modes_supported": ["query", "fragment", "form_post"],
+                "subject_types_supported": ["pairwise"],
+                "id_token_signing_alg_values_supported": ["RS256"],
+                "response_types_supported": ["code", "id_token", "code id_token", "id_token token"],
+                "scopes_supported": ["openid", "profile", "email", "offline_access"],
+                "issuer": f"{base}/v2.0",
+                "request_uri_parameter_supported": False,
+                "authorization_endpoint": f"{base}/oauth2/v2.0/authorize",
+                "device_authorization_endpoint": f"{base}/oauth2/v2.0/devicecode",
+                "end_session_endpoint": f"{base}/oauth2/v2.0/logout",
+                "tenant_region_scope": "NA",
+                "cloud_instance_name": host,
+            },
+        )
+
     def _handle(self, request: Request) -> Response:
         parts = request.path.strip("/").split("/")
+        if request.method == "GET" and parts == ["common", "discovery", "instance"]:
+            return self._discovery(request)
+        if request.method == "GET" and len(parts) == 4 and parts[1:] == ["v2.0", ".well-known", "openid-configuration"]:
+            host = request.headers.get("host", "")
+            if self._instance(host):
+                return self._openid_configuration(host, parts[0])
         if len(parts) != 4 or parts[1:] != ["oauth2", "v2.0", "token"]:
             return Response.json(404, {"error": "not_found", "error_description": f"no route {request.path}"})
         tenant = parts[0]

@@ -18,7 +18,7 @@ import ssl
 import threading
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -61,7 +61,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(
-        self, port: int, ssl_context: ssl.SSLContext, app: App, log: TextIO, name: str, errors: list[str]
+        self,
+        port: int,
+        ssl_context: ssl.SSLContext,
+        app: App,
+        log: TextIO,
+        name: str,
+        errors: list[str],
+        host: str = "127.0.0.1",
     ) -> None:
         self.ssl_context = ssl_context
         self.app = app
@@ -69,7 +76,7 @@ class _Server(ThreadingHTTPServer):
         self.log_lock = threading.Lock()
         self.double_name = name
         self.errors = errors
-        super().__init__(("127.0.0.1", port), _Handler)
+        super().__init__((host, port), _Handler)
 
     def finish_request(self, request: Any, client_address: Any) -> None:
         request.settimeout(HANDSHAKE_TIMEOUT)
@@ -139,13 +146,22 @@ def server_ssl_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
 
 
 class HttpsServer(Lifecycle):
-    """Serve ``app`` over HTTPS on 127.0.0.1:``port`` (0 = a free port) in a daemon thread; ``start()`` it."""
+    """Serve ``app`` over HTTPS on ``host``:``port`` (127.0.0.1, 0 = a free port) in a daemon thread; ``start()``
+    it. ``url`` names the server by ``hostname`` when given (a name the test's hosts file resolves)."""
 
     def __init__(
-        self, app: App, cert_file: Path, key_file: Path, log: TextIO, name: str = "https", port: int = 0
+        self,
+        app: App,
+        cert_file: Path,
+        key_file: Path,
+        log: TextIO,
+        name: str = "https",
+        port: int = 0,
+        host: str = "127.0.0.1",
+        hostname: str = "",
     ) -> None:
         self.app, self.cert_file, self.key_file, self.log, self.name = app, cert_file, key_file, log, name
-        self.port = port
+        self.port, self.host, self.hostname = port, host, hostname
         self.url = ""
         self.errors: list[str] = []  # tracebacks of handler exceptions (each answered with a 500)
         self._server: _Server | None = None
@@ -153,9 +169,10 @@ class HttpsServer(Lifecycle):
 
     def _start(self) -> None:
         ssl_context = server_ssl_context(self.cert_file, self.key_file)
-        self._server = _Server(self.port, ssl_context, self.app, self.log, self.name, self.errors)
+        self._server = _Server(self.port, ssl_context, self.app, self.log, self.name, self.errors, self.host)
         self.port = self._server.server_address[1]
-        self.url = f"https://127.0.0.1:{self.port}"
+        where = self.hostname or self.host
+        self.url = f"https://{where}" if self.port == 443 else f"https://{where}:{self.port}"
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -179,9 +196,17 @@ class HttpsServer(Lifecycle):
 
 
 class Double(Lifecycle):
-    """A test double on 127.0.0.1: one CA and serving certificate under ``workdir``, one log, its HTTPS servers."""
+    """A test double: one CA and serving certificate under ``workdir``, one log, its HTTPS servers.
 
-    def __init__(self, workdir: Path, log_name: str) -> None:
+    By default it serves on free ports of 127.0.0.1. ``hostnames`` (put in the certificate; a wildcard such as
+    ``*.vault.kvinject.test`` covers a label) and ``address`` make it serve on ``address``:443 instead, under
+    names the test's own hosts file resolves, as the real service is reached by its clients."""
+
+    def __init__(self, workdir: Path, log_name: str, *, hostnames: Sequence[str] = (), address: str = "") -> None:
+        if bool(hostnames) != bool(address):
+            raise ValueError("hostnames and address go together")
+        self.hostnames = tuple(hostnames)
+        self.address = address
         self.workdir = workdir
         self.log_path = workdir / log_name
         self.ca_file = workdir / "ca.crt"
@@ -191,7 +216,7 @@ class Double(Lifecycle):
 
     def _start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        issued = loopback(self.workdir)
+        issued = loopback(self.workdir, *(self.hostnames or ["localhost"]))
         self.ca_file, self._cert_file, self._key_file = issued.ca_file, issued.cert_file, issued.key_file
         self._log = self.log_path.open("a", encoding="utf-8")
         self._open()
@@ -205,10 +230,13 @@ class Double(Lifecycle):
         """Open the double's servers with ``serve``."""
         raise NotImplementedError
 
-    def serve(self, app: App, name: str) -> HttpsServer:
-        """A started HTTPS server for ``app`` on a free port, with the double's certificate and log."""
+    def serve(self, app: App, name: str, hostname: str = "") -> HttpsServer:
+        """A started HTTPS server for ``app`` with the double's certificate and log: on a free port of 127.0.0.1,
+        or on ``address``:443 when the double is named (``hostname`` then names it in ``url``)."""
         assert self._log is not None, "serve() runs while starting"
         server = HttpsServer(app, self._cert_file, self._key_file, self._log, name=name)
+        if self.address:
+            server.host, server.port, server.hostname = self.address, 443, hostname or self.hostnames[0]
         self._servers.append(server)
         return server.start()
 

@@ -127,9 +127,12 @@ class _Vault:
     server: HttpsServer | None = None
     secrets: dict[str, list[SecretVersion]] = field(default_factory=dict)
     policies: dict[str, set[str]] = field(default_factory=dict)
+    dns_suffix: str = ""  # addressed as https://<name>.<dns_suffix> (one server for all vaults)
 
     @property
     def url(self) -> str:
+        if self.dns_suffix:
+            return f"https://{self.name}.{self.dns_suffix}"
         assert self.server is not None
         return self.server.url
 
@@ -152,13 +155,21 @@ class FakeKeyVault(Double):
         tenant_id: str,
         authority: str = "https://login.microsoftonline.com",
         identity_of: Callable[[str], str | None] | None = None,
+        dns_suffix: str = "",
+        address: str = "",
     ) -> None:
-        super().__init__(workdir, "keyvault.log")
+        """``dns_suffix`` and ``address``: serve every vault on ``address``:443 as ``https://<vault>.<dns_suffix>``
+        (routed by Host, as Key Vault is), with the challenge resource ``https://<dns_suffix>`` that a cloud's
+        Key Vault names; without them, one loopback port per vault."""
+        hostnames = [f"*.{dns_suffix}"] if dns_suffix else []
+        super().__init__(workdir, "keyvault.log", hostnames=hostnames, address=address)
+        self.dns_suffix = dns_suffix
+        self.resource = f"https://{dns_suffix}" if dns_suffix else KEY_VAULT_RESOURCE
         self.tenant_id = tenant_id
         self.authority = authority.rstrip("/")
         self.identity_of = identity_of
         self.admin_token = secrets.token_urlsafe(32)
-        self._vaults = {name: _Vault(name) for name in vault_names}
+        self._vaults = {name: _Vault(name, dns_suffix=dns_suffix) for name in vault_names}
         if not self._vaults:
             raise ValueError("at least one vault name is needed")
         self._records: list[VaultRequestRecord] = []
@@ -167,6 +178,20 @@ class FakeKeyVault(Double):
     # -- lifecycle ----------------------------------------------------------------
 
     def _open(self) -> None:
+        if self.dns_suffix:
+            apps = {f"{v.name}.{self.dns_suffix}".lower(): self._app_for(v) for v in self._vaults.values()}
+
+            def by_host(request: Request) -> Response:
+                host = request.headers.get("host", "").lower().removesuffix(":443")
+                app = apps.get(host)
+                if app is None:
+                    return _kv_error(404, "NotFound", f"No vault is addressed as {host[:100]}")
+                return app(request)
+
+            server = self.serve(by_host, "keyvault", hostname=f"vault.{self.dns_suffix}")
+            for vault in self._vaults.values():
+                vault.server = server
+            return
         for vault in self._vaults.values():
             vault.server = self.serve(self._app_for(vault), f"vault:{vault.name}")
 
@@ -234,7 +259,7 @@ class FakeKeyVault(Double):
         return app
 
     def _challenge(self) -> str:
-        return f'Bearer authorization="{self.authority}/{self.tenant_id}", resource="{KEY_VAULT_RESOURCE}"'
+        return f'Bearer authorization="{self.authority}/{self.tenant_id}", resource="{self.resource}"'
 
     def _authenticate(self, request: Request) -> tuple[str | None, Response | None]:
         header = request.headers.get("authorization", "")
