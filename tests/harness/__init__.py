@@ -48,6 +48,7 @@ _EXPORTS = {
         "federated_namespace",
         "get_json",
         "install",
+        "kvinject_webhooks_removed",
         "mutating_configuration",
         "mutating_webhook_in_effect",
         "pick",

@@ -391,6 +391,15 @@ class FakeEntra(Double):
         """What to pass as azure-identity's ``authority`` / AZURE_AUTHORITY_HOST."""
         return self.url
 
+    def mint(self, client_id: str, scope: str, tenant_id: str = "") -> tuple[str, IssuedToken]:
+        """An access token for `client_id` issued without an assertion: what Azure's instance metadata service hands
+        a VM's (a node's) managed identity, which no federation governs."""
+        issued = IssuedToken(client_id, tenant_id, scope, time.time() + self.expires_in, "managed-identity", client_id)
+        token = secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = issued
+        return token, issued
+
     # -- queries for tests and for a Key Vault double --------------------------------
 
     def token_info(self, access_token: str) -> IssuedToken | None:
