@@ -208,7 +208,8 @@ def test_the_value_side_by_side_denied_at_create_or_stuck_in_container_creating(
         phase = get_json(cp, "pod", "forbidden", "-n", ns)
         waiting = phase["status"]["containerStatuses"][0]["state"]["waiting"]["reason"]
         assert waiting == "ContainerCreating"
-        assert "403 Forbidden" in message and f"GET https://{VAULT}.vault.kvinject.test/secrets/forbidden-one" in message
+        assert "403 Forbidden" in message
+        assert f"GET https://{VAULT}.vault.kvinject.test/secrets/forbidden-one" in message
     RESULTS["denied-at-create-seconds"] = round(denied_after, 3)
     RESULTS["first-403-event-seconds"] = round(waited, 3)
     print(f"\nside by side: kvinject denied in {denied_after:.2f}s; without it the first 403 came after {waited:.1f}s")
