@@ -17,7 +17,6 @@ import pytest
 
 from tests.harness import (
     CLIENT_ID,
-    TENANT_ID,
     ControlPlane,
     KvinjectServer,
     apply_docs,
@@ -31,6 +30,8 @@ from tests.node.workloads import (
     deployment,
     describe,
     events,
+    hand_written,
+    pod_of,
     pods,
     read,
     running_pod,
@@ -38,7 +39,7 @@ from tests.node.workloads import (
     secret_data,
     team_namespace,
 )
-from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER, INJECT_LABEL, PREFIX
+from webhook.names import PREFIX
 
 pytestmark = pytest.mark.e2e
 
@@ -150,16 +151,8 @@ def test_the_value_side_by_side_denied_at_create_or_stuck_in_container_creating(
     # Key Vault grants nothing to the identity: the provider's read would be refused with a 403.
     cloud.vault.revoke(VAULT, CLIENT_ID)
     annotations = {secret("forbidden-one"): f"{VAULT}/forbidden-one"}
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {"name": "forbidden", "namespace": ns, "labels": {"app": "forbidden"}},
-        "spec": deployment(ns, "forbidden", annotations, image=node.images["busybox"], host_aliases=[])["spec"][
-            "template"
-        ]["spec"],
-    }
-    pod["metadata"]["labels"][INJECT_LABEL] = "true"
-    pod["metadata"]["annotations"] = annotations
+    image = node.images["busybox"]
+    pod = pod_of(deployment(ns, "forbidden", annotations, image=image, host_aliases=[]), "forbidden")
 
     started = time.monotonic()
     refused = cp.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)
@@ -168,30 +161,7 @@ def test_the_value_side_by_side_denied_at_create_or_stuck_in_container_creating(
     assert "kvinject denied pod forbidden" in refused.stderr and "forbidden-one" in refused.stderr
 
     # Without kvinject: the same pod as a Secrets Store CSI user writes it, with a class written by hand.
-    hand = {
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-        "kind": "SecretProviderClass",
-        "metadata": {"name": "by-hand", "namespace": ns},
-        "spec": {
-            "provider": "azure",
-            "parameters": {
-                "clientID": CLIENT_ID,
-                "tenantID": TENANT_ID,
-                "keyvaultName": VAULT,
-                "cloudName": "AzureStackCloud",
-                "cloudEnvFileName": str(cloud.env_file),
-                "objects": "array:\n  - |\n    objectName: forbidden-one\n    objectType: secret\n",
-            },
-        },
-    }
-    plain = json.loads(json.dumps(pod))
-    del plain["metadata"]["labels"][INJECT_LABEL]
-    plain["metadata"]["annotations"] = {}
-    attributes = {CLASS_ATTRIBUTE: "by-hand"}
-    plain["spec"]["volumes"] = [
-        {"name": "kv", "csi": {"driver": CSI_DRIVER, "readOnly": True, "volumeAttributes": attributes}}
-    ]
-    plain["spec"]["containers"][0]["volumeMounts"] = [{"name": "kv", "mountPath": "/mnt/secrets", "readOnly": True}]
+    hand, plain = hand_written(cloud, ns, "forbidden", image, VAULT, ["forbidden-one"])
     with kvinject_webhooks_removed(cp, cloud_kvinject):
         apply_docs(cp, [hand])
         started = time.monotonic()

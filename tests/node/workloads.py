@@ -9,7 +9,7 @@ from typing import Any
 
 from tests.harness import CLIENT_ID, TENANT_ID, ControlPlane, access_policy, apply_docs, get_json, wait_for
 from tests.harness.cloud import AzureCloud
-from webhook.names import INJECT_LABEL, PREFIX, SA_CLIENT_ID, SA_TENANT_ID
+from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER, INJECT_LABEL, PREFIX, SA_CLIENT_ID, SA_TENANT_ID
 
 APP_UID, FS_GROUP = 1000, 2000
 RESTRICTED = {
@@ -128,3 +128,51 @@ def secret_data(cp: ControlPlane, namespace: str, name: str) -> dict[str, str]:
         return {}
     data = json.loads(found.stdout).get("data") or {}
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
+
+
+def hand_written(
+    cloud: AzureCloud, namespace: str, name: str, image: str, vault: str, objects: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Secrets Store CSI user's own SecretProviderClass (the pod's workload identity, the cloud) and a pod mounting
+    it at /mnt/secrets: what a pod looks like without kvinject."""
+    listed = "".join(f"  - |\n    objectName: {o}\n    objectType: secret\n" for o in objects)
+    provider_class = {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClass",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": "azure",
+            "parameters": {
+                "clientID": CLIENT_ID,
+                "tenantID": TENANT_ID,
+                "keyvaultName": vault,
+                **cloud_parameters(cloud),
+                "objects": "array:\n" + listed,
+            },
+        },
+    }
+    volume = {
+        "name": "kv",
+        "csi": {"driver": CSI_DRIVER, "readOnly": True, "volumeAttributes": {CLASS_ATTRIBUTE: name}},
+    }
+    mount = {"name": "kv", "mountPath": "/mnt/secrets", "readOnly": True}
+    template = deployment(
+        namespace, name, {}, image=image, host_aliases=[], inject=False, volumes=[volume], mounts=[mount]
+    )["spec"]["template"]
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {**template["metadata"], "name": name},
+        "spec": template["spec"],
+    }
+    return provider_class, pod
+
+
+def cloud_parameters(cloud: AzureCloud) -> dict[str, str]:
+    return {"cloudName": "AzureStackCloud", "cloudEnvFileName": str(cloud.env_file)}
+
+
+def pod_of(template: dict[str, Any], name: str) -> dict[str, Any]:
+    """A bare pod of a Deployment's template."""
+    spec = template["spec"]["template"]
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {**spec["metadata"], "name": name}, "spec": spec["spec"]}
