@@ -64,7 +64,7 @@ _EXPORTS = {
         "webhook_configurations",
     ],
     "load": ["Load", "constant_load"],
-    "peer": ["AZWI_PORT", "AzwiWebhook", "only_loopback"],
+    "peer": ["AZWI_PORT", "AzwiWebhook", "isolated_network"],
     "pki": ["PKI", "bundle", "loopback", "served_certificate", "trust"],
     "prerequisites": ["unavailable"],
     "process": ["Lifecycle", "Process", "ProcessExited", "free_port", "tail"],
