@@ -226,7 +226,13 @@ class ControlPlane(Lifecycle):
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[Any]:
         """Run the built kubectl against this control plane; text in/out unless bytes input."""
-        cmd = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
+        # Its discovery cache in the workdir, not ~/.kube/cache (one directory per apiserver port, never removed).
+        cmd = [
+            str(self.binaries.kubectl),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.workdir / 'kubectl-cache'}",
+            *args,
+        ]
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         result = subprocess.run(
