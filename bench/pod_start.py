@@ -23,8 +23,6 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness.node import Node, NodeArtifacts
-
 from tests.harness import (
     CLIENT_ID,
     Binaries,
@@ -35,6 +33,7 @@ from tests.harness import (
     serve_as_shipped,
 )
 from tests.harness.cloud import AzureCloud
+from tests.harness.node import Node, NodeArtifacts
 from tests.node.workloads import deployment, hand_written, pod_of, secret, team_namespace
 from webhook.names import PREFIX
 

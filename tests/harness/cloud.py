@@ -16,6 +16,7 @@ the provider (the generated class's cloudEnvFileName) both read; clients trust i
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from collections.abc import Sequence
 from pathlib import Path
@@ -52,6 +53,7 @@ class AzureCloud(Lifecycle):
         self.entra = FakeEntra(workdir / "entra", hostnames=(LOGIN, PUBLIC_LOGIN), address=ENTRA_ADDRESS)
         self.key_vault: FakeKeyVault | None = None
         self._added: list[str] = []
+        self._hosts_mounted = False
 
     @property
     def vault(self) -> FakeKeyVault:
@@ -127,8 +129,24 @@ class AzureCloud(Lifecycle):
             )
         )
         bundle(self.ca_bundle, self.entra.ca_file, self.vault.ca_file)
+        self._resolve_here()
+
+    def _resolve_here(self) -> None:
+        """The cloud's names for this process and its children too (seeding, kvinject's live verification): a
+        hosts file over /etc/hosts, in the mount namespace tests/isolated.sh gives the run (never the host's)."""
+        if "mount" not in os.environ.get("KVINJECT_NAMESPACES", "").split():
+            raise RuntimeError("the test's own Azure cloud needs tests/isolated.sh's network and mount namespaces")
+        hosts = self.workdir / "hosts"
+        lines = [Path("/etc/hosts").read_text().rstrip("\n")]
+        lines += [f"{ip} {name}" for name, ip in sorted(self.hosts.items())]
+        hosts.write_text("\n".join(lines) + "\n")
+        subprocess.run(["mount", "-n", "--bind", str(hosts), "/etc/hosts"], check=True)
+        self._hosts_mounted = True
 
     def _stop(self) -> None:
+        if self._hosts_mounted:
+            subprocess.run(["umount", "-n", "/etc/hosts"], check=False)
+            self._hosts_mounted = False
         if self.key_vault is not None:
             self.key_vault.stop()
         self.entra.stop()

@@ -187,7 +187,7 @@ def test_each_attack_is_real_without_kvinject_and_refused_with_it(
                 value = wait_for(
                     lambda pod=pod: stolen(cp, team, pod["metadata"]["name"]),
                     f"the {name} attack to read billing's object",
-                    context=lambda: node.provider_log()[-3000:],
+                    context=lambda: node.provider.logs()[-3000:],
                 )
                 assert value == "billing-payroll-value", name
             assert {r["client_id"] for r in imds.requests} == {NODE_IDENTITY}
@@ -197,10 +197,12 @@ def test_each_attack_is_real_without_kvinject_and_refused_with_it(
         cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(binding))
 
     # With kvinject: the same pods are refused when created, naming why.
+    node_identity = "reads with the node's managed identity (useVMManagedIdentity), which is not allowed"
+    squatted = planned["squatted-generated-class"][0]["metadata"]["name"]
     reasons = {
         "volume-attributes": "volume kv sets volumeAttributes",
-        "squatted-generated-class": "exists with content kvinject did not write",
-        "node-identity-class": "reads with the node's managed identity (useVMManagedIdentity), which is not allowed",
+        "squatted-generated-class": f"SecretProviderClass {team}/{squatted} {node_identity}",
+        "node-identity-class": f"SecretProviderClass {team}/node-spc {node_identity}",
     }
     for name, (_, pod) in planned.items():
         refused = cp.kubectl("create", "-f", "-", input=json.dumps(pod), check=False)

@@ -65,9 +65,9 @@ def test_csi_mode_pods_run_with_their_files_env_and_versions(
 
     assert read(cp, ns, pod, "cat", "/mnt/secrets/db-password") == "csi-db-value"
     assert read(cp, ns, pod, "cat", "/mnt/secrets/api-key") == "csi-api-value"
-    # The driver writes files 0644 by default; the volume is read-only.
-    assert read(cp, ns, pod, "stat", "-c", "%a", "/mnt/secrets/db-password").strip() == "644"
-    assert read(cp, ns, pod, "printenv", "DB_PASSWORD").strip() == "csi-db-value"
+    # The driver writes files 0644 by default (behind the symlinks of its atomic writer); the volume is read-only.
+    assert read(cp, ns, pod, "stat", "-L", "-c", "%a", "/mnt/secrets/db-password").strip() == "644"
+    assert read(cp, ns, pod, "sh", "-c", "echo $DB_PASSWORD").strip() == "csi-db-value"
 
     (status,) = get_json(cp, "secretproviderclasspodstatuses", "-n", ns)["items"]
     recorded = {o["id"]: o["version"] for o in status["status"]["objects"]}
@@ -94,7 +94,7 @@ def test_rotation_reaches_the_mounted_file_and_the_synced_secret(
     wait_for(
         lambda: read(cp, ns, pod, "cat", "/mnt/secrets/rotating") == "after",
         "the new version in the mounted file",
-        context=lambda: node.driver_log()[-3000:],
+        context=lambda: node.driver.logs()[-3000:],
     )
     wait_for(lambda: secret_data(cp, ns, synced).get("rotating") == "after", "the new version in the synced Secret")
     (status,) = get_json(cp, "secretproviderclasspodstatuses", "-n", ns)["items"]

@@ -162,7 +162,7 @@ def hand_written(
     pod = {
         "apiVersion": "v1",
         "kind": "Pod",
-        "metadata": {**template["metadata"], "name": name},
+        "metadata": {**template["metadata"], "name": name, "namespace": namespace},
         "spec": template["spec"],
     }
     return provider_class, pod
@@ -175,4 +175,5 @@ def cloud_parameters(cloud: AzureCloud) -> dict[str, str]:
 def pod_of(template: dict[str, Any], name: str) -> dict[str, Any]:
     """A bare pod of a Deployment's template."""
     spec = template["spec"]["template"]
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {**spec["metadata"], "name": name}, "spec": spec["spec"]}
+    metadata = {**spec["metadata"], "name": name, "namespace": template["metadata"]["namespace"]}
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec["spec"]}
