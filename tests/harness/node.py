@@ -63,16 +63,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
-from tests.harness.controlplane import ControlPlane, healthz_ok
+from tests.harness.controlplane import ControlPlane, ControlPlaneError, healthz_ok
 from tests.harness.process import LOG_TAIL_LINES, Lifecycle, Process, free_port
 from tests.harness.waiting import HANG_GUARD, WaitTimeout, wait_for
 
@@ -126,7 +125,7 @@ class NodeArtifacts:
     provider: Path
     registrar: Path
     manifests: Path
-    images: dict[str, Image] = field(default_factory=dict)
+    images: dict[str, Image]
 
     @classmethod
     def locate(cls) -> NodeArtifacts:
@@ -155,19 +154,15 @@ class NodeArtifacts:
             )
         except KeyError as exc:
             raise NodeUnavailable(f"tests/node/build.sh or images.sh printed no {exc}") from None
-        missing = [
-            p
-            for p in (
-                artifacts.kubelet,
-                artifacts.kube_scheduler,
-                artifacts.driver,
-                artifacts.provider,
-                artifacts.registrar,
-            )
-            if not os.access(p, os.X_OK)
-        ]
-        missing += [i.tar for i in artifacts.images.values() if not i.tar.is_file()]
-        missing += [p for p in (artifacts.manifests / "csidriver.yaml",) if not p.is_file()]
+        binaries = (
+            artifacts.kubelet,
+            artifacts.kube_scheduler,
+            artifacts.driver,
+            artifacts.provider,
+            artifacts.registrar,
+        )
+        missing = [p for p in binaries if not os.access(p, os.X_OK)]
+        missing += [p for p in (*(i.tar for i in artifacts.images.values()), artifacts.manifests) if not p.exists()]
         if missing:
             raise NodeUnavailable("node artifacts missing: " + ", ".join(map(str, missing)))
         return artifacts
@@ -178,7 +173,7 @@ class NodeArtifacts:
         `serviceAccountTokenInSecrets` (tokens reach the driver as NodePublish secrets, not volume context)."""
         chart = (self.manifests / "chart-csidriver.yaml").read_text()
         if "tokenRequests" not in chart or "serviceAccountTokenInSecrets: true" not in chart:
-            raise NodeUnavailable(f"{self.manifests}/chart-csidriver.yaml no longer renders what this harness adds")
+            raise ValueError(f"{self.manifests}/chart-csidriver.yaml no longer renders what this harness adds")
         driver: dict[str, Any] = yaml.safe_load((self.manifests / "csidriver.yaml").read_text())
         driver["spec"]["tokenRequests"] = [{"audience": TOKEN_AUDIENCE}]
         driver["spec"]["serviceAccountTokenInSecrets"] = True
@@ -219,7 +214,13 @@ def cgroup_mounts() -> list[Path]:
 
 def mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
     """The mount points listed in a mountinfo file, in its order (parents before children)."""
-    return [line.split()[4].replace("\\040", " ") for line in mountinfo.read_text().splitlines()]
+    return list(mount_ids(mountinfo).values())
+
+
+def mount_ids(mountinfo: Path) -> dict[str, str]:
+    """Mount id -> mount point, in the file's order."""
+    fields = (line.split() for line in mountinfo.read_text().splitlines())
+    return {f[0]: f[4].replace("\\040", " ") for f in fields}
 
 
 def _under(path: str, root: Path) -> bool:
@@ -265,7 +266,7 @@ def run_processes(run_dir: Path, run_id: str, mount_namespace: str, spare: int |
         if not cmdline:
             continue  # a kernel thread, a zombie, or gone
         in_namespace = bool(mount_namespace) and _mount_namespace(pid) == mount_namespace
-        if str(run_dir) in cmdline or in_namespace or pid in cgroup_pids:
+        if f"{run_dir}/" in cmdline or in_namespace or pid in cgroup_pids:
             found[pid] = cmdline
     return found
 
@@ -300,15 +301,7 @@ def _cgroup_pids(run_id: str) -> set[int]:
 
 
 def remove_cgroups(run_id: str) -> None:
-    """Kill what is left in this run's cgroups, then remove them (and the shared parent once empty)."""
-
-    def emptied() -> bool:
-        pids = _cgroup_pids(run_id)
-        for pid in pids:
-            _kill(pid)
-        return not pids
-
-    wait_for(emptied, f"the processes in cgroups {CGROUP_PARENT}/{run_id} to die", interval=0.1)
+    """Remove this run's cgroups, emptied by kill_run_processes (and the shared parent once empty)."""
     for d in _cgroup_dirs(run_id):
         # A cgroup whose last process just died may still be busy for a moment.
         wait_for(lambda d=d: _rmdir(d), f"rmdir {d}", ignore=(OSError,), interval=0.1)  # type: ignore[misc]
@@ -386,9 +379,8 @@ def _reap(run_id: str) -> list[str]:
     recorded = run_dir / "recorded.json"
     facts: dict[str, Any] = json.loads(recorded.read_text()) if recorded.is_file() else {}
     left = run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
-    if left:
-        kill_run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
-        done += [f"{run_id}: process {cmd[:80]}" for cmd in left.values()]
+    kill_run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
+    done += [f"{run_id}: process {cmd[:80]}" for cmd in left.values()]
     done += [f"{run_id}: sysctl {r}" for r in restore_sysctls(facts.get("sysctls", {}))]
     if _cgroup_dirs(run_id):
         remove_cgroups(run_id)
@@ -485,6 +477,7 @@ class Node(Lifecycle):
         self.restored_sysctls: list[str] = []
         self.timings: dict[str, float] = {}
         self._lock: IO[str] | None = None
+        self._inherited_mounts: set[str] = set()
         self._provider_health_port = 0
 
     # -- public API ---------------------------------------------------------------
@@ -530,13 +523,14 @@ class Node(Lifecycle):
             proc.check_alive()
 
     def wait_until(self, probe: Callable[[], Any], what: str, timeout: float = HANG_GUARD) -> Any:
-        """wait_for(probe) while every node process lives; the kubelet's log tail tells why if it never holds."""
+        """wait_for(probe) while every node process lives; a failing kubectl or API call counts as "not yet"; the
+        logs' tails of the kubelet, the driver and containerd tell why if it never holds."""
         return wait_for(
             probe,
             what,
             timeout=timeout,
             alive=self.check_alive,
-            ignore=(Exception,),
+            ignore=(ControlPlaneError, OSError),  # not served yet (HTTP errors are OSErrors too)
             context=self._context,
         )
 
@@ -681,6 +675,7 @@ class Node(Lifecycle):
         self.processes.append(holder)
         holder.start()
         self.mount_namespace = _mount_namespace(holder.pid)
+        self._inherited_mounts = set(mount_ids(Path(f"/proc/{holder.pid}/mountinfo")))
         self.enter = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--"]
         run = self.run_dir
         # Whatever the node's processes write under /run, /var/log and /var/lib (containerd's shim sockets in
@@ -1031,10 +1026,14 @@ state = "{c}/state"
         for proc in (self.registrar, self.driver, self.provider, *self.imports, self.kubelet, self.containerd):
             if proc is not None:
                 step(f"stop {proc.name}", proc.stop)
-        if self.holder is not None and self.holder.running:
-            step("kill what is left in the node's mount namespace", self._kill_namespace)
+        holder = self.holder if self.holder is not None and self.holder.running else None
+        step(
+            "kill what is left of the node (shims, containers)",
+            lambda: kill_run_processes(self.run_dir, self.run_id, self.mount_namespace, holder and holder.pid),
+        )
+        if holder is not None:
             step("unmount", self._unmount_all)
-            step("stop the mount namespace", self.holder.stop)
+            step("stop the mount namespace", holder.stop)
         step("remove cgroups", lambda: remove_cgroups(self.run_id))
         if self.saved_sysctls:
             step("restore sysctls", lambda: self.restored_sysctls.extend(restore_sysctls(self.saved_sysctls)))
@@ -1052,56 +1051,39 @@ state = "{c}/state"
         before the pod objects go; pods are force-deleted when the kubelet is gone."""
         pods = self.pods()
         kubelet_alive = self.kubelet is not None and self.kubelet.proc is not None and self.kubelet.proc.poll() is None
-        grace = ["--grace-period=1"] if kubelet_alive else ["--grace-period=0", "--force"]
         for pod in pods:
-            meta = pod["metadata"]
-            self.kubectl(
-                "delete", "pod", "-n", meta["namespace"], meta["name"], "--wait=false", "--ignore-not-found", *grace
-            )
+            self._delete_pod(pod, force=not kubelet_alive)
         if not pods or not kubelet_alive:
             return
-        pods_dir = str(self.kubelet_dir / "pods")
+        pods_dir = self.kubelet_dir / "pods"
         try:
             wait_for(
-                lambda: not self.pods() and not any(_under(p, Path(pods_dir)) for p in self.mounts()),
+                lambda: not self.pods() and not any(_under(p, pods_dir) for p in self.mounts()),
                 f"the kubelet to tear down the pods of {self.name} and unmount their volumes",
                 alive=self.kubelet.check_alive,  # type: ignore[union-attr]
-                ignore=(urllib.error.URLError,),
+                ignore=(OSError,),
                 context=self._context,
             )
         except Exception:
-            for pod in self.pods():  # the kubelet died or hangs: what it left is cleaned up below
-                meta = pod["metadata"]
-                self.kubectl(
-                    "delete",
-                    "pod",
-                    "-n",
-                    meta["namespace"],
-                    meta["name"],
-                    "--force",
-                    "--grace-period=0",
-                    "--ignore-not-found",
-                )
+            for pod in self.pods():  # the kubelet died or hangs: what it left is cleaned up after it
+                self._delete_pod(pod, force=True)
             raise
 
-    def _kill_namespace(self) -> None:
-        """SIGKILL whatever is left of the node but the holder of its mount namespace: shims and a crashed
-        component in that namespace, containers in its cgroups."""
-        assert self.holder is not None
-        kill_run_processes(self.run_dir, self.run_id, self.mount_namespace, spare=self.holder.pid)
+    def _delete_pod(self, pod: dict[str, Any], force: bool) -> None:
+        grace = ["--grace-period=0", "--force"] if force else ["--grace-period=1"]
+        meta = pod["metadata"]
+        self.kubectl(
+            "delete", "pod", "-n", meta["namespace"], meta["name"], "--wait=false", "--ignore-not-found", *grace
+        )
 
     def _unmount_all(self) -> None:
-        """Unmount, deepest first, everything in the node's mount namespace that the node made (CSI targets, the
-        kubelet's bind of its root, overlay snapshots, netns bind mounts, tmpfs, the masks)."""
+        """Unmount, newest first, every mount the node made in its namespace (CSI targets, the kubelet's bind of its
+        root, overlay snapshots, netns binds, the tmpfs, overlay, hosts file and sysctl masks)."""
         assert self.holder is not None
-        ours = set(mount_points())
         made = [
-            p
-            for p in self.mounts()
-            if _under(p, self.run_dir)
-            or p not in ours
-            or p in ("/run", "/var/log", "/var/lib", "/etc/hosts")
-            or p.startswith("/proc/sys/")
+            point
+            for mount_id, point in mount_ids(Path(f"/proc/{self.holder.pid}/mountinfo")).items()
+            if mount_id not in self._inherited_mounts
         ]
         for point in reversed(made):
             result = subprocess.run([*self.enter, "umount", "-n", point], capture_output=True, text=True, check=False)
