@@ -226,7 +226,7 @@ def small_node(cp: ControlPlane, artifacts: NodeArtifacts, workdir: Path, name: 
 
 @pytest.mark.parametrize("failure", ["none", "kubelet killed"])
 def test_teardown_leaves_nothing(
-    control_plane: ControlPlane, node_artifacts: NodeArtifacts, tmp_path: Path, failure: str
+    node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path, failure: str
 ) -> None:
     sysctls = read_sysctls()
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-teardown")
@@ -250,7 +250,7 @@ def test_teardown_leaves_nothing(
     assert control_plane.kubectl("get", "node", node.name, check=False).returncode != 0
 
 
-def test_setup_reaps_a_crashed_run(control_plane: ControlPlane, node_artifacts: NodeArtifacts, tmp_path: Path) -> None:
+def test_setup_reaps_a_crashed_run(node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path) -> None:
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-crashed")
     try:
         node.start()
