@@ -1009,6 +1009,8 @@ state = "{c}/state"
     # -- stop -----------------------------------------------------------------------
 
     def _stop(self) -> None:
+        if self._lock is None:
+            return  # start() failed before the run was claimed: nothing to undo
         errors: list[str] = []
 
         def step(what: str, action: Callable[[], object]) -> None:

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -19,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.harness import NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, reap_dead_runs
+from tests.harness import HANG_GUARD, NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, reap_dead_runs
 from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, read_sysctls, run_processes
 
 CSI_NAMESPACE = "kube-system"  # outside kvinject's webhooks (see the module docstring)
@@ -69,6 +71,13 @@ def wait_phase(node: Node, namespace: str, name: str, phase: str) -> dict[str, A
     return pod
 
 
+def accept_line(server: socket.socket) -> bytes:
+    """Accept one connection on `server` and return what it sent (one short line), then close it."""
+    conn, _ = server.accept()
+    with conn:
+        return conn.recv(100)
+
+
 @pytest.fixture
 def node_namespace(node: Node) -> Iterator[str]:
     name = f"node-{uuid.uuid4().hex[:8]}"
@@ -84,6 +93,7 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
 
     # busybox, scheduled by kube-scheduler, its log and an exec read back through the kubelet
     name = "busybox"
+    aliases = [{"ip": NODE_ADDRESS, "hostnames": ["login.kvinject.test"]}]
     create(
         node,
         pod_manifest(
@@ -91,6 +101,7 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
             node_namespace,
             node.images["busybox"],
             container={"command": ["sh", "-c", "echo hello from $(hostname); exec sleep 3600"]},
+            hostAliases=aliases,
         ),
     )
     pod = wait_phase(node, node_namespace, name, "Running")
@@ -98,6 +109,15 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
     assert pod["status"]["hostIP"] == NODE_ADDRESS
     node.wait_until(lambda: f"hello from {name}" in node.logs(node_namespace, name), "the busybox log line")
     assert node.exec(node_namespace, name, "cat", "/etc/hostname").stdout.strip() == name
+    # pods reach servers on the node's address, by a hostAliases name (as the init container reaches the doubles)
+    with socket.create_server((NODE_ADDRESS, 0)) as server:
+        server.settimeout(HANG_GUARD)
+        received: list[bytes] = []
+        accepting = threading.Thread(target=lambda: received.append(accept_line(server)))
+        accepting.start()
+        node.exec(node_namespace, name, "sh", "-c", f"echo from-pod | nc login.kvinject.test {server.getsockname()[1]}")
+        accepting.join()
+    assert received == [b"from-pod\n"]
 
     # the kvinject image, built from our Dockerfile, under the restricted Pod Security profile
     name = "kvinject-help"
