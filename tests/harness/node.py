@@ -6,14 +6,17 @@ Usable without pytest (as root, inside tests/isolated.sh)::
     with Node(cp, workdir, NodeArtifacts.locate(), hosts={"login.kvinject.test": NODE_ADDRESS}) as node:
         node.kubectl("run", ...)
 
-The session fixture is `node` (tests/conftest.py); tests/node holds the tests of the node itself.
+Fixtures (tests/conftest.py): `node_artifacts` (session: the paths build.sh and images.sh print, after checking
+root and isolation: skipped locally without them, failed under CI=true) and `node` (session: a started Node with
+rotation every 5s, stopped at the end of the session, which must leave nothing). tests/node tests the node itself.
 
 Constructor ``Node(control_plane, workdir, artifacts, *, ...)``:
   name               the Node object's name and the kubelet's node id (default "kvinject-node")
   hosts              {hostname: IP} written into the hosts file bind-mounted over /etc/hosts in the node's
                      mount namespace (the Azure provider resolves `login.kvinject.test`, `<v>.vault.kvinject.test`
                      through it); `set_hosts()` replaces them while the node runs
-  provider_env       extra environment of the Azure provider (e.g. {"SSL_CERT_FILE": "<test CA bundle>"})
+  provider_env       extra environment of the Azure provider (e.g. {"SSL_CERT_FILE": "<test CA bundle>"});
+                     `set_provider_env()` restarts the provider with another one
   rotation_interval  None: the driver runs without rotation; "5s" (a Go duration): `--enable-secret-rotation
                      --rotation-poll-interval 5s` (with the CSIDriver's requiresRepublish, the kubelet calls
                      NodePublishVolume again every few seconds and the driver re-reads at most once per interval)
@@ -27,9 +30,16 @@ as imported; pods use them with imagePullPolicy Never}), the processes `containe
 `driver`, `provider`, `registrar` (harness Processes: `.logs()` is the log's text), `csi_socket`,
 `provider_socket`, `registration_socket`, `kubelet_dir`, `run_dir`, `hosts_file`, `enter` (an argv prefix that
 runs a command inside the node's mount namespace, e.g. `ServeProcess(..., wrapper=node.enter)`), `timings`.
-Methods: `kubectl(...)` (the control plane's, as admin), `logs(ns, pod)` (`kubectl logs`, through the kubelet),
-`exec(ns, pod, *argv)` (`kubectl exec`), `events(ns, name)`, `pods()`, `mounts()`, `wait_until(probe, what)`
-(`wait_for` that fails as soon as a node process exits), `set_hosts(...)`, `leftovers()`.
+`provider_healthz` (its URL). Methods: `kubectl(...)` (the control plane's, as admin), `logs(ns, pod)`
+(`kubectl logs`, through the kubelet), `exec(ns, pod, *argv)` (`kubectl exec`), `events(ns, name)` ("Reason:
+message" lines: FailedMount carries the driver's and the provider's error text), `pods()`, `mounts()` (of the
+node's namespace), `wait_until(probe, what)` (`wait_for` that fails as soon as a node process exits),
+`set_hosts(...)`, `set_provider_env(...)`, `leftovers()` (what of the node is still on the machine),
+`crash()` (the harness dies: for tests of the reaper).
+
+Pods: images by `node.images[...]` with imagePullPolicy Never; pod IPs from 10.88.<i>.0/24 on the node's bridge;
+pods reach servers listening on 192.0.2.10 (the bridge routes to it) and resolve test names through hostAliases
+(the node's hosts file is for its own processes). No kube-proxy: Service ClusterIPs do not answer.
 
 How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
 - It needs root and tests/isolated.sh's private network, mount and PID namespaces (the veth `kvinject-node` with
@@ -41,8 +51,8 @@ How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
   snapshots, tmpfs) dies with that namespace.
 - Host state the node does touch: cgroups (cgroupfs, under `kvinject-nodes/<run id>` in every hierarchy) and its
   run directory under /tmp/kvinject-nodes (short paths: unix sockets). A run holds `<run id>.lock` (flock) while
-  it lives; start() first reaps every run whose lock is free (an earlier crashed run): its cgroups, sysctls it
-  recorded, its directory.
+  it lives; start() first reaps every run whose lock is free (an earlier crashed run): its processes, sysctls it
+  recorded, cgroups, CNI bridge, directory.
 - stop() cordons the node, deletes its pods and waits until the kubelet has unmounted their volumes (pods are
   force-deleted when the kubelet is gone), stops the registrar, driver, provider, kubelet and containerd, kills
   whatever is left in the node's mount namespace or cgroups (shims, containers), unmounts everything, removes the
