@@ -82,8 +82,9 @@ from typing import IO, Any
 import yaml
 
 from tests.harness.controlplane import ControlPlane, ControlPlaneError, healthz_ok
+from tests.harness.kube import service_account_kubeconfig
 from tests.harness.process import LOG_TAIL_LINES, Lifecycle, Process, free_port
-from tests.harness.waiting import HANG_GUARD, WaitTimeout, wait_for
+from tests.harness.waiting import HANG_GUARD, wait_for
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 NODE_ADDRESS = "192.0.2.10"  # tests/isolated.sh puts it on the veth kvinject-node
@@ -231,6 +232,12 @@ def mount_ids(mountinfo: Path) -> dict[str, str]:
     """Mount id -> mount point, in the file's order."""
     fields = (line.split() for line in mountinfo.read_text().splitlines())
     return {f[0]: f[4].replace("\\040", " ") for f in fields}
+
+
+def network_interfaces() -> set[str]:
+    """The interfaces of this network namespace (netlink: /sys/class/net shows the namespace that mounted /sys)."""
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, check=True).stdout)
+    return {link["ifname"] for link in links}
 
 
 def _under(path: str, root: Path) -> bool:
@@ -396,7 +403,7 @@ def _reap(run_id: str) -> list[str]:
         remove_cgroups(run_id)
         done.append(f"{run_id}: cgroups")
     bridge = facts.get("bridge", "")
-    if bridge and Path("/sys/class/net", bridge).exists():
+    if bridge and bridge in network_interfaces():
         subprocess.run(["ip", "link", "delete", bridge], check=False)
         done.append(f"{run_id}: network interface {bridge}")
     if run_dir.exists():
@@ -586,7 +593,7 @@ class Node(Lifecycle):
             found.append(f"directory {self.run_dir}")
         if (NODES_ROOT / f"{self.run_id}.lock").exists():
             found.append(f"lock {NODES_ROOT / self.run_id}.lock")
-        if self.bridge and Path("/sys/class/net", self.bridge).exists():
+        if self.bridge and self.bridge in network_interfaces():
             found.append(f"network interface {self.bridge}")
         return found
 
@@ -729,10 +736,12 @@ class Node(Lifecycle):
 
     def _write_network(self) -> None:
         """A bridge conflist (host-local IPAM, its state in the run directory) on a bridge and /24 of its own in
-        10.88.0.0/16, so that two nodes in one network namespace do not meet."""
-        used = {p.name for p in Path("/sys/class/net").iterdir()}
+        10.88.0.0/16, so that two nodes in one network namespace do not meet. The bridge is made here, not at the
+        first pod, so that the next node sees it taken."""
+        used = network_interfaces()
         index = next(i for i in range(256) if f"kvbr{i}" not in used)
         self.bridge = f"kvbr{index}"
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True, capture_output=True)
         conflist = {
             "cniVersion": "0.4.0",
             "name": f"kvinject-{self.run_id}",
@@ -867,8 +876,6 @@ state = "{c}/state"
         return f"http://127.0.0.1:{self._provider_health_port}/healthz"
 
     def _start_driver(self) -> None:
-        from tests.harness.kube import service_account_kubeconfig  # kube imports the serving helpers: only here
-
         kubeconfig = service_account_kubeconfig(self.cp, self.run_dir / "driver.kubeconfig", *DRIVER_ACCOUNT)
         rotation = (
             ["--enable-secret-rotation=true", f"--rotation-poll-interval={self.rotation_interval}"]
@@ -1051,7 +1058,7 @@ state = "{c}/state"
             step("restore sysctls", lambda: self.restored_sysctls.extend(restore_sysctls(self.saved_sysctls)))
         if self.kubelet is not None:
             step("delete the Node object", lambda: self.kubectl("delete", "node", self.name, "--ignore-not-found"))
-        if self.bridge and Path("/sys/class/net", self.bridge).exists():
+        if self.bridge and self.bridge in network_interfaces():
             step(f"delete {self.bridge}", lambda: subprocess.run(["ip", "link", "delete", self.bridge], check=True))
         step("remove the run directory", self._remove_run_dir)
         self.processes, self.imports = [], []
@@ -1127,16 +1134,20 @@ def describe(node: Node) -> str:
 
 
 __all__ = [
+    "DRIVER_NAME",
     "KUBELET_SYSCTLS",
     "NODE_ADDRESS",
+    "TOKEN_AUDIENCE",
     "Node",
     "NodeArtifacts",
     "NodeTeardownError",
     "NodeUnavailable",
-    "WaitTimeout",
     "describe",
+    "network_interfaces",
+    "read_sysctls",
     "reap_dead_runs",
     "require_isolation",
+    "run_processes",
 ]
 
 if __name__ == "__main__":  # pragma: no cover - a by-hand smoke run: tests/isolated.sh python -m tests.harness.node

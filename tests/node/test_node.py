@@ -22,7 +22,7 @@ import pytest
 import yaml
 
 from tests.harness import HANG_GUARD, NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, reap_dead_runs
-from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, read_sysctls, run_processes
+from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, network_interfaces, read_sysctls, run_processes
 
 CSI_NAMESPACE = "kube-system"  # outside kvinject's webhooks (see the module docstring)
 TEARDOWN_TAINT = {"key": "kvinject.io/node-test", "value": "teardown", "effect": "NoSchedule"}
@@ -256,6 +256,7 @@ def test_teardown_leaves_nothing(
         running = run_processes(node.run_dir, node.run_id, node.mount_namespace)
         assert any("containerd-shim" in cmd for cmd in running.values()), running
         assert any(cmd == "sleep 3600" for cmd in running.values()), running
+        assert node.bridge in network_interfaces()
         if failure == "kubelet killed":
             assert node.kubelet is not None
             os.kill(node.kubelet.pid, signal.SIGKILL)
@@ -272,6 +273,7 @@ def test_teardown_leaves_nothing(
 
 def test_setup_reaps_a_crashed_run(node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path) -> None:
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-crashed")
+    pod = ""
     try:
         node.start()
         pod = run_csi_pod(node)
@@ -287,7 +289,8 @@ def test_setup_reaps_a_crashed_run(node_artifacts: NodeArtifacts, control_plane:
     finally:
         if node.running:
             node.stop()
-        control_plane.kubectl(
-            "delete", "pod", "-n", CSI_NAMESPACE, pod, "--force", "--grace-period=0", "--ignore-not-found", check=False
-        )
+        if pod:
+            control_plane.kubectl(
+                "delete", "pod", "-n", CSI_NAMESPACE, pod, "--force", "--grace-period=0", "--ignore-not-found"
+            )
         control_plane.kubectl("delete", "node", node.name, "--ignore-not-found", check=False)
