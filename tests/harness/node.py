@@ -338,10 +338,11 @@ def read_sysctls() -> dict[str, str]:
 
 
 def restore_sysctls(saved: Mapping[str, str]) -> list[str]:
-    """Write back every sysctl that differs from `saved`; returns what was restored."""
+    """Write back every sysctl that a kubelet changed since `saved` was read (it now holds the kubelet's value, not
+    the saved one); returns what was restored. The masks keep the kubelet from writing them: this is the guard."""
     restored = []
     for name, value in read_sysctls().items():
-        if name in saved and value != saved[name]:
+        if name in saved and value != saved[name] and value == KUBELET_SYSCTLS[name]:
             Path("/proc/sys", name).write_text(saved[name] + "\n")
             restored.append(f"{name}: {value} -> {saved[name]}")
     return restored
