@@ -147,6 +147,21 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
     assert "usage: kvinject" in node.logs(node_namespace, name)
 
 
+def test_provider_takes_new_environment(node: Node) -> None:
+    """What tests pass to the provider after the node started (a CA bundle of their doubles) reaches it; the driver
+    then talks to the restarted provider (test_csi_driver_registered runs after this)."""
+    before = node.provider_env
+    node.set_provider_env({**before, "KVINJECT_NODE_TEST": "marker"})
+    try:
+        assert node.provider is not None
+        environ = Path(f"/proc/{node.provider.pid}/environ").read_bytes().split(b"\0")
+        assert b"KVINJECT_NODE_TEST=marker" in environ
+        with urllib.request.urlopen(node.provider_healthz, timeout=10) as resp:
+            assert resp.read().decode().strip() == "ok"
+    finally:
+        node.set_provider_env(before)
+
+
 def test_csi_driver_registered(node: Node) -> None:
     csinode = node.cp.api_get(f"/apis/storage.k8s.io/v1/csinodes/{node.name}")
     assert [(d["name"], d["nodeID"]) for d in csinode["spec"]["drivers"]] == [(DRIVER_NAME, node.name)]
