@@ -19,9 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import HANG_GUARD, NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, reap_dead_runs
+from tests.harness import HANG_GUARD, NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, create, reap_dead_runs
 from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, network_interfaces, read_sysctls, run_processes
 
 CSI_NAMESPACE = "kube-system"  # outside kvinject's webhooks (see the module docstring)
@@ -46,10 +45,6 @@ def pod_manifest(name: str, namespace: str, image: str, **spec: Any) -> dict[str
 
 def csi_volume(**attributes: str) -> dict[str, Any]:
     return {"name": "secrets", "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes}}
-
-
-def create(node: Node, doc: dict[str, Any]) -> None:
-    node.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
 
 
 def get_pod(node: Node, namespace: str, name: str) -> dict[str, Any]:
@@ -95,7 +90,7 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
     name = "busybox"
     aliases = [{"ip": NODE_ADDRESS, "hostnames": ["login.kvinject.test"]}]
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             node_namespace,
@@ -127,7 +122,7 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             node_namespace,
@@ -177,7 +172,7 @@ def test_csi_driver_registered(node: Node) -> None:
     spc = f"no-vault-{suffix}"
     pod = f"no-vault-{suffix}"
     create(
-        node,
+        node.cp,
         {
             "apiVersion": "secrets-store.csi.x-k8s.io/v1",
             "kind": "SecretProviderClass",
@@ -187,7 +182,7 @@ def test_csi_driver_registered(node: Node) -> None:
     )
     try:
         create(
-            node,
+            node.cp,
             pod_manifest(
                 pod,
                 CSI_NAMESPACE,
@@ -229,7 +224,7 @@ def run_csi_pod(node: Node) -> str:
     provider (the driver mounts a tmpfs, no provider call), Running; returns its name."""
     name = f"csi-{uuid.uuid4().hex[:6]}"
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             CSI_NAMESPACE,
@@ -254,6 +249,31 @@ def alive(pid: int) -> bool:
         return False
 
 
+NODE_PROGRAMS = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "kubelet",
+    "kube-scheduler",
+    "secrets-store-csi-driver",
+    "secrets-store-csi-driver-provider-azure",
+    "registrar",
+    "pause",
+)
+
+
+def programs() -> dict[str, int]:
+    """How many processes of each node program run in this PID namespace, by name (the session's node counts too)."""
+    counts = dict.fromkeys(NODE_PROGRAMS, 0)
+    for entry in Path("/proc").iterdir():
+        try:
+            name = Path((entry / "cmdline").read_bytes().split(b"\0")[0].decode()).name
+        except (OSError, IndexError):
+            continue
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
 def small_node(cp: ControlPlane, artifacts: NodeArtifacts, workdir: Path, name: str) -> Node:
     """A second node beside the session's: no scheduler, a NoSchedule taint, only the small images."""
     return Node(cp, workdir, artifacts, name=name, images=("pause", "busybox"), schedule=False, taints=[TEARDOWN_TAINT])
@@ -263,7 +283,7 @@ def small_node(cp: ControlPlane, artifacts: NodeArtifacts, workdir: Path, name: 
 def test_teardown_leaves_nothing(
     node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path, failure: str
 ) -> None:
-    sysctls = read_sysctls()
+    sysctls, before = read_sysctls(), programs()
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-teardown")
     try:
         node.start()
@@ -272,6 +292,8 @@ def test_teardown_leaves_nothing(
         assert any("containerd-shim" in cmd for cmd in running.values()), running
         assert any(cmd == "sleep 3600" for cmd in running.values()), running
         assert node.bridge in network_interfaces()
+        during = programs()
+        assert all(during[name] > before[name] for name in ("kubelet", "containerd-shim-runc-v2", "pause")), during
         if failure == "kubelet killed":
             assert node.kubelet is not None
             os.kill(node.kubelet.pid, signal.SIGKILL)
@@ -279,6 +301,8 @@ def test_teardown_leaves_nothing(
     finally:
         node.stop()
     assert node.leftovers() == []
+    after = programs()  # by name: none more than before (the session's node may have lost a pod meanwhile)
+    assert all(after[name] <= before[name] for name in NODE_PROGRAMS), (before, after)
     assert read_sysctls() == sysctls
     assert not [pid for pid in running if alive(pid)], running
     assert node.mounts() == []
