@@ -175,7 +175,7 @@ def node_artifacts() -> NodeArtifacts:
 
 @pytest.fixture(scope="session")
 def node(
-    control_plane: ControlPlane, node_artifacts: NodeArtifacts, tmp_path_factory: pytest.TempPathFactory
+    node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
     """A Ready node `kvinject-node` at 192.0.2.10 on the session's control plane, for the whole session (it starts in
     seconds; the images are imported once): containerd with the pause, busybox and kvinject images, the kubelet,

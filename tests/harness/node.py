@@ -6,14 +6,17 @@ Usable without pytest (as root, inside tests/isolated.sh)::
     with Node(cp, workdir, NodeArtifacts.locate(), hosts={"login.kvinject.test": NODE_ADDRESS}) as node:
         node.kubectl("run", ...)
 
-The session fixture is `node` (tests/conftest.py); tests/node holds the tests of the node itself.
+Fixtures (tests/conftest.py): `node_artifacts` (session: the paths build.sh and images.sh print, after checking
+root and isolation: skipped locally without them, failed under CI=true) and `node` (session: a started Node with
+rotation every 5s, stopped at the end of the session, which must leave nothing). tests/node tests the node itself.
 
 Constructor ``Node(control_plane, workdir, artifacts, *, ...)``:
   name               the Node object's name and the kubelet's node id (default "kvinject-node")
   hosts              {hostname: IP} written into the hosts file bind-mounted over /etc/hosts in the node's
                      mount namespace (the Azure provider resolves `login.kvinject.test`, `<v>.vault.kvinject.test`
                      through it); `set_hosts()` replaces them while the node runs
-  provider_env       extra environment of the Azure provider (e.g. {"SSL_CERT_FILE": "<test CA bundle>"})
+  provider_env       extra environment of the Azure provider (e.g. {"SSL_CERT_FILE": "<test CA bundle>"});
+                     `set_provider_env()` restarts the provider with another one
   rotation_interval  None: the driver runs without rotation; "5s" (a Go duration): `--enable-secret-rotation
                      --rotation-poll-interval 5s` (with the CSIDriver's requiresRepublish, the kubelet calls
                      NodePublishVolume again every few seconds and the driver re-reads at most once per interval)
@@ -27,9 +30,16 @@ as imported; pods use them with imagePullPolicy Never}), the processes `containe
 `driver`, `provider`, `registrar` (harness Processes: `.logs()` is the log's text), `csi_socket`,
 `provider_socket`, `registration_socket`, `kubelet_dir`, `run_dir`, `hosts_file`, `enter` (an argv prefix that
 runs a command inside the node's mount namespace, e.g. `ServeProcess(..., wrapper=node.enter)`), `timings`.
-Methods: `kubectl(...)` (the control plane's, as admin), `logs(ns, pod)` (`kubectl logs`, through the kubelet),
-`exec(ns, pod, *argv)` (`kubectl exec`), `events(ns, name)`, `pods()`, `mounts()`, `wait_until(probe, what)`
-(`wait_for` that fails as soon as a node process exits), `set_hosts(...)`, `leftovers()`.
+`provider_healthz` (its URL). Methods: `kubectl(...)` (the control plane's, as admin), `logs(ns, pod)`
+(`kubectl logs`, through the kubelet), `exec(ns, pod, *argv)` (`kubectl exec`), `events(ns, name)` ("Reason:
+message" lines: FailedMount carries the driver's and the provider's error text), `pods()`, `mounts()` (of the
+node's namespace), `wait_until(probe, what)` (`wait_for` that fails as soon as a node process exits),
+`set_hosts(...)`, `set_provider_env(...)`, `leftovers()` (what of the node is still on the machine),
+`crash()` (the harness dies: for tests of the reaper).
+
+Pods: images by `node.images[...]` with imagePullPolicy Never; pod IPs from 10.88.<i>.0/24 on the node's bridge;
+pods reach servers listening on 192.0.2.10 (the bridge routes to it) and resolve test names through hostAliases
+(the node's hosts file is for its own processes). No kube-proxy: Service ClusterIPs do not answer.
 
 How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
 - It needs root and tests/isolated.sh's private network, mount and PID namespaces (the veth `kvinject-node` with
@@ -41,8 +51,8 @@ How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
   snapshots, tmpfs) dies with that namespace.
 - Host state the node does touch: cgroups (cgroupfs, under `kvinject-nodes/<run id>` in every hierarchy) and its
   run directory under /tmp/kvinject-nodes (short paths: unix sockets). A run holds `<run id>.lock` (flock) while
-  it lives; start() first reaps every run whose lock is free (an earlier crashed run): its cgroups, sysctls it
-  recorded, its directory.
+  it lives; start() first reaps every run whose lock is free (an earlier crashed run): its processes, sysctls it
+  recorded, cgroups, CNI bridge, directory.
 - stop() cordons the node, deletes its pods and waits until the kubelet has unmounted their volumes (pods are
   force-deleted when the kubelet is gone), stops the registrar, driver, provider, kubelet and containerd, kills
   whatever is left in the node's mount namespace or cgroups (shims, containers), unmounts everything, removes the
@@ -63,18 +73,18 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import yaml
 
-from tests.harness.controlplane import ControlPlane, healthz_ok
+from tests.harness.controlplane import ControlPlane, ControlPlaneError, healthz_ok
+from tests.harness.kube import service_account_kubeconfig
 from tests.harness.process import LOG_TAIL_LINES, Lifecycle, Process, free_port
-from tests.harness.waiting import HANG_GUARD, WaitTimeout, wait_for
+from tests.harness.waiting import HANG_GUARD, wait_for
 
 NODE_DIR = Path(__file__).resolve().parents[1] / "node"
 NODE_ADDRESS = "192.0.2.10"  # tests/isolated.sh puts it on the veth kvinject-node
@@ -126,7 +136,7 @@ class NodeArtifacts:
     provider: Path
     registrar: Path
     manifests: Path
-    images: dict[str, Image] = field(default_factory=dict)
+    images: dict[str, Image]
 
     @classmethod
     def locate(cls) -> NodeArtifacts:
@@ -155,19 +165,15 @@ class NodeArtifacts:
             )
         except KeyError as exc:
             raise NodeUnavailable(f"tests/node/build.sh or images.sh printed no {exc}") from None
-        missing = [
-            p
-            for p in (
-                artifacts.kubelet,
-                artifacts.kube_scheduler,
-                artifacts.driver,
-                artifacts.provider,
-                artifacts.registrar,
-            )
-            if not os.access(p, os.X_OK)
-        ]
-        missing += [i.tar for i in artifacts.images.values() if not i.tar.is_file()]
-        missing += [p for p in (artifacts.manifests / "csidriver.yaml",) if not p.is_file()]
+        binaries = (
+            artifacts.kubelet,
+            artifacts.kube_scheduler,
+            artifacts.driver,
+            artifacts.provider,
+            artifacts.registrar,
+        )
+        missing = [p for p in binaries if not os.access(p, os.X_OK)]
+        missing += [p for p in (*(i.tar for i in artifacts.images.values()), artifacts.manifests) if not p.exists()]
         if missing:
             raise NodeUnavailable("node artifacts missing: " + ", ".join(map(str, missing)))
         return artifacts
@@ -178,7 +184,7 @@ class NodeArtifacts:
         `serviceAccountTokenInSecrets` (tokens reach the driver as NodePublish secrets, not volume context)."""
         chart = (self.manifests / "chart-csidriver.yaml").read_text()
         if "tokenRequests" not in chart or "serviceAccountTokenInSecrets: true" not in chart:
-            raise NodeUnavailable(f"{self.manifests}/chart-csidriver.yaml no longer renders what this harness adds")
+            raise ValueError(f"{self.manifests}/chart-csidriver.yaml no longer renders what this harness adds")
         driver: dict[str, Any] = yaml.safe_load((self.manifests / "csidriver.yaml").read_text())
         driver["spec"]["tokenRequests"] = [{"audience": TOKEN_AUDIENCE}]
         driver["spec"]["serviceAccountTokenInSecrets"] = True
@@ -219,7 +225,19 @@ def cgroup_mounts() -> list[Path]:
 
 def mount_points(mountinfo: Path = Path("/proc/self/mountinfo")) -> list[str]:
     """The mount points listed in a mountinfo file, in its order (parents before children)."""
-    return [line.split()[4].replace("\\040", " ") for line in mountinfo.read_text().splitlines()]
+    return list(mount_ids(mountinfo).values())
+
+
+def mount_ids(mountinfo: Path) -> dict[str, str]:
+    """Mount id -> mount point, in the file's order."""
+    fields = (line.split() for line in mountinfo.read_text().splitlines())
+    return {f[0]: f[4].replace("\\040", " ") for f in fields}
+
+
+def network_interfaces() -> set[str]:
+    """The interfaces of this network namespace (netlink: /sys/class/net shows the namespace that mounted /sys)."""
+    links = json.loads(subprocess.run(["ip", "-j", "link", "show"], capture_output=True, check=True).stdout)
+    return {link["ifname"] for link in links}
 
 
 def _under(path: str, root: Path) -> bool:
@@ -265,7 +283,7 @@ def run_processes(run_dir: Path, run_id: str, mount_namespace: str, spare: int |
         if not cmdline:
             continue  # a kernel thread, a zombie, or gone
         in_namespace = bool(mount_namespace) and _mount_namespace(pid) == mount_namespace
-        if str(run_dir) in cmdline or in_namespace or pid in cgroup_pids:
+        if f"{run_dir}/" in cmdline or in_namespace or pid in cgroup_pids:
             found[pid] = cmdline
     return found
 
@@ -300,15 +318,7 @@ def _cgroup_pids(run_id: str) -> set[int]:
 
 
 def remove_cgroups(run_id: str) -> None:
-    """Kill what is left in this run's cgroups, then remove them (and the shared parent once empty)."""
-
-    def emptied() -> bool:
-        pids = _cgroup_pids(run_id)
-        for pid in pids:
-            _kill(pid)
-        return not pids
-
-    wait_for(emptied, f"the processes in cgroups {CGROUP_PARENT}/{run_id} to die", interval=0.1)
+    """Remove this run's cgroups, emptied by kill_run_processes (and the shared parent once empty)."""
     for d in _cgroup_dirs(run_id):
         # A cgroup whose last process just died may still be busy for a moment.
         wait_for(lambda d=d: _rmdir(d), f"rmdir {d}", ignore=(OSError,), interval=0.1)  # type: ignore[misc]
@@ -328,10 +338,11 @@ def read_sysctls() -> dict[str, str]:
 
 
 def restore_sysctls(saved: Mapping[str, str]) -> list[str]:
-    """Write back every sysctl that differs from `saved`; returns what was restored."""
+    """Write back every sysctl that a kubelet changed since `saved` was read (it now holds the kubelet's value, not
+    the saved one); returns what was restored. The masks keep the kubelet from writing them: this is the guard."""
     restored = []
     for name, value in read_sysctls().items():
-        if name in saved and value != saved[name]:
+        if name in saved and value != saved[name] and value == KUBELET_SYSCTLS[name]:
             Path("/proc/sys", name).write_text(saved[name] + "\n")
             restored.append(f"{name}: {value} -> {saved[name]}")
     return restored
@@ -386,15 +397,14 @@ def _reap(run_id: str) -> list[str]:
     recorded = run_dir / "recorded.json"
     facts: dict[str, Any] = json.loads(recorded.read_text()) if recorded.is_file() else {}
     left = run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
-    if left:
-        kill_run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
-        done += [f"{run_id}: process {cmd[:80]}" for cmd in left.values()]
+    kill_run_processes(run_dir, run_id, facts.get("mount_namespace", ""))
+    done += [f"{run_id}: process {cmd[:80]}" for cmd in left.values()]
     done += [f"{run_id}: sysctl {r}" for r in restore_sysctls(facts.get("sysctls", {}))]
     if _cgroup_dirs(run_id):
         remove_cgroups(run_id)
         done.append(f"{run_id}: cgroups")
     bridge = facts.get("bridge", "")
-    if bridge and Path("/sys/class/net", bridge).exists():
+    if bridge and bridge in network_interfaces():
         subprocess.run(["ip", "link", "delete", bridge], check=False)
         done.append(f"{run_id}: network interface {bridge}")
     if run_dir.exists():
@@ -485,6 +495,7 @@ class Node(Lifecycle):
         self.restored_sysctls: list[str] = []
         self.timings: dict[str, float] = {}
         self._lock: IO[str] | None = None
+        self._inherited_mounts: set[str] = set()
         self._provider_health_port = 0
 
     # -- public API ---------------------------------------------------------------
@@ -530,13 +541,14 @@ class Node(Lifecycle):
             proc.check_alive()
 
     def wait_until(self, probe: Callable[[], Any], what: str, timeout: float = HANG_GUARD) -> Any:
-        """wait_for(probe) while every node process lives; the kubelet's log tail tells why if it never holds."""
+        """wait_for(probe) while every node process lives; a failing kubectl or API call counts as "not yet"; the
+        logs' tails of the kubelet, the driver and containerd tell why if it never holds."""
         return wait_for(
             probe,
             what,
             timeout=timeout,
             alive=self.check_alive,
-            ignore=(Exception,),
+            ignore=(ControlPlaneError, OSError),  # not served yet (HTTP errors are OSErrors too)
             context=self._context,
         )
 
@@ -582,7 +594,7 @@ class Node(Lifecycle):
             found.append(f"directory {self.run_dir}")
         if (NODES_ROOT / f"{self.run_id}.lock").exists():
             found.append(f"lock {NODES_ROOT / self.run_id}.lock")
-        if self.bridge and Path("/sys/class/net", self.bridge).exists():
+        if self.bridge and self.bridge in network_interfaces():
             found.append(f"network interface {self.bridge}")
         return found
 
@@ -681,6 +693,7 @@ class Node(Lifecycle):
         self.processes.append(holder)
         holder.start()
         self.mount_namespace = _mount_namespace(holder.pid)
+        self._inherited_mounts = set(mount_ids(Path(f"/proc/{holder.pid}/mountinfo")))
         self.enter = ["nsenter", f"--mount=/proc/{self.holder.pid}/ns/mnt", "--"]
         run = self.run_dir
         # Whatever the node's processes write under /run, /var/log and /var/lib (containerd's shim sockets in
@@ -724,10 +737,12 @@ class Node(Lifecycle):
 
     def _write_network(self) -> None:
         """A bridge conflist (host-local IPAM, its state in the run directory) on a bridge and /24 of its own in
-        10.88.0.0/16, so that two nodes in one network namespace do not meet."""
-        used = {p.name for p in Path("/sys/class/net").iterdir()}
+        10.88.0.0/16, so that two nodes in one network namespace do not meet. The bridge is made here, not at the
+        first pod, so that the next node sees it taken."""
+        used = network_interfaces()
         index = next(i for i in range(256) if f"kvbr{i}" not in used)
         self.bridge = f"kvbr{index}"
+        subprocess.run(["ip", "link", "add", "name", self.bridge, "type", "bridge"], check=True, capture_output=True)
         conflist = {
             "cniVersion": "0.4.0",
             "name": f"kvinject-{self.run_id}",
@@ -862,8 +877,6 @@ state = "{c}/state"
         return f"http://127.0.0.1:{self._provider_health_port}/healthz"
 
     def _start_driver(self) -> None:
-        from tests.harness.kube import service_account_kubeconfig  # kube imports the serving helpers: only here
-
         kubeconfig = service_account_kubeconfig(self.cp, self.run_dir / "driver.kubeconfig", *DRIVER_ACCOUNT)
         rotation = (
             ["--enable-secret-rotation=true", f"--rotation-poll-interval={self.rotation_interval}"]
@@ -1014,6 +1027,8 @@ state = "{c}/state"
     # -- stop -----------------------------------------------------------------------
 
     def _stop(self) -> None:
+        if self._lock is None:
+            return  # start() failed before the run was claimed: nothing to undo
         errors: list[str] = []
 
         def step(what: str, action: Callable[[], object]) -> None:
@@ -1031,16 +1046,20 @@ state = "{c}/state"
         for proc in (self.registrar, self.driver, self.provider, *self.imports, self.kubelet, self.containerd):
             if proc is not None:
                 step(f"stop {proc.name}", proc.stop)
-        if self.holder is not None and self.holder.running:
-            step("kill what is left in the node's mount namespace", self._kill_namespace)
+        holder = self.holder if self.holder is not None and self.holder.running else None
+        step(
+            "kill what is left of the node (shims, containers)",
+            lambda: kill_run_processes(self.run_dir, self.run_id, self.mount_namespace, holder and holder.pid),
+        )
+        if holder is not None:
             step("unmount", self._unmount_all)
-            step("stop the mount namespace", self.holder.stop)
+            step("stop the mount namespace", holder.stop)
         step("remove cgroups", lambda: remove_cgroups(self.run_id))
         if self.saved_sysctls:
             step("restore sysctls", lambda: self.restored_sysctls.extend(restore_sysctls(self.saved_sysctls)))
         if self.kubelet is not None:
             step("delete the Node object", lambda: self.kubectl("delete", "node", self.name, "--ignore-not-found"))
-        if self.bridge and Path("/sys/class/net", self.bridge).exists():
+        if self.bridge and self.bridge in network_interfaces():
             step(f"delete {self.bridge}", lambda: subprocess.run(["ip", "link", "delete", self.bridge], check=True))
         step("remove the run directory", self._remove_run_dir)
         self.processes, self.imports = [], []
@@ -1052,56 +1071,39 @@ state = "{c}/state"
         before the pod objects go; pods are force-deleted when the kubelet is gone."""
         pods = self.pods()
         kubelet_alive = self.kubelet is not None and self.kubelet.proc is not None and self.kubelet.proc.poll() is None
-        grace = ["--grace-period=1"] if kubelet_alive else ["--grace-period=0", "--force"]
         for pod in pods:
-            meta = pod["metadata"]
-            self.kubectl(
-                "delete", "pod", "-n", meta["namespace"], meta["name"], "--wait=false", "--ignore-not-found", *grace
-            )
+            self._delete_pod(pod, force=not kubelet_alive)
         if not pods or not kubelet_alive:
             return
-        pods_dir = str(self.kubelet_dir / "pods")
+        pods_dir = self.kubelet_dir / "pods"
         try:
             wait_for(
-                lambda: not self.pods() and not any(_under(p, Path(pods_dir)) for p in self.mounts()),
+                lambda: not self.pods() and not any(_under(p, pods_dir) for p in self.mounts()),
                 f"the kubelet to tear down the pods of {self.name} and unmount their volumes",
                 alive=self.kubelet.check_alive,  # type: ignore[union-attr]
-                ignore=(urllib.error.URLError,),
+                ignore=(OSError,),
                 context=self._context,
             )
         except Exception:
-            for pod in self.pods():  # the kubelet died or hangs: what it left is cleaned up below
-                meta = pod["metadata"]
-                self.kubectl(
-                    "delete",
-                    "pod",
-                    "-n",
-                    meta["namespace"],
-                    meta["name"],
-                    "--force",
-                    "--grace-period=0",
-                    "--ignore-not-found",
-                )
+            for pod in self.pods():  # the kubelet died or hangs: what it left is cleaned up after it
+                self._delete_pod(pod, force=True)
             raise
 
-    def _kill_namespace(self) -> None:
-        """SIGKILL whatever is left of the node but the holder of its mount namespace: shims and a crashed
-        component in that namespace, containers in its cgroups."""
-        assert self.holder is not None
-        kill_run_processes(self.run_dir, self.run_id, self.mount_namespace, spare=self.holder.pid)
+    def _delete_pod(self, pod: dict[str, Any], force: bool) -> None:
+        grace = ["--grace-period=0", "--force"] if force else ["--grace-period=1"]
+        meta = pod["metadata"]
+        self.kubectl(
+            "delete", "pod", "-n", meta["namespace"], meta["name"], "--wait=false", "--ignore-not-found", *grace
+        )
 
     def _unmount_all(self) -> None:
-        """Unmount, deepest first, everything in the node's mount namespace that the node made (CSI targets, the
-        kubelet's bind of its root, overlay snapshots, netns bind mounts, tmpfs, the masks)."""
+        """Unmount, newest first, every mount the node made in its namespace (CSI targets, the kubelet's bind of its
+        root, overlay snapshots, netns binds, the tmpfs, overlay, hosts file and sysctl masks)."""
         assert self.holder is not None
-        ours = set(mount_points())
         made = [
-            p
-            for p in self.mounts()
-            if _under(p, self.run_dir)
-            or p not in ours
-            or p in ("/run", "/var/log", "/var/lib", "/etc/hosts")
-            or p.startswith("/proc/sys/")
+            point
+            for mount_id, point in mount_ids(Path(f"/proc/{self.holder.pid}/mountinfo")).items()
+            if mount_id not in self._inherited_mounts
         ]
         for point in reversed(made):
             result = subprocess.run([*self.enter, "umount", "-n", point], capture_output=True, text=True, check=False)
@@ -1133,16 +1135,20 @@ def describe(node: Node) -> str:
 
 
 __all__ = [
+    "DRIVER_NAME",
     "KUBELET_SYSCTLS",
     "NODE_ADDRESS",
+    "TOKEN_AUDIENCE",
     "Node",
     "NodeArtifacts",
     "NodeTeardownError",
     "NodeUnavailable",
-    "WaitTimeout",
     "describe",
+    "network_interfaces",
+    "read_sysctls",
     "reap_dead_runs",
     "require_isolation",
+    "run_processes",
 ]
 
 if __name__ == "__main__":  # pragma: no cover - a by-hand smoke run: tests/isolated.sh python -m tests.harness.node

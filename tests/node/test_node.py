@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
+import threading
 import urllib.request
 import uuid
 from collections.abc import Iterator
@@ -17,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
-from tests.harness import NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, reap_dead_runs
-from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, read_sysctls, run_processes
+from tests.harness import HANG_GUARD, NODE_ADDRESS, ControlPlane, Node, NodeArtifacts, create, reap_dead_runs
+from tests.harness.node import DRIVER_NAME, TOKEN_AUDIENCE, network_interfaces, read_sysctls, run_processes
 
 CSI_NAMESPACE = "kube-system"  # outside kvinject's webhooks (see the module docstring)
 TEARDOWN_TAINT = {"key": "kvinject.io/node-test", "value": "teardown", "effect": "NoSchedule"}
@@ -46,10 +47,6 @@ def csi_volume(**attributes: str) -> dict[str, Any]:
     return {"name": "secrets", "csi": {"driver": DRIVER_NAME, "readOnly": True, "volumeAttributes": attributes}}
 
 
-def create(node: Node, doc: dict[str, Any]) -> None:
-    node.kubectl("create", "-f", "-", input=yaml.safe_dump(doc))
-
-
 def get_pod(node: Node, namespace: str, name: str) -> dict[str, Any]:
     pod: dict[str, Any] = node.cp.api_get(f"/api/v1/namespaces/{namespace}/pods/{name}")
     return pod
@@ -69,6 +66,13 @@ def wait_phase(node: Node, namespace: str, name: str, phase: str) -> dict[str, A
     return pod
 
 
+def accept_line(server: socket.socket) -> bytes:
+    """Accept one connection on `server` and return what it sent (one short line), then close it."""
+    conn, _ = server.accept()
+    with conn:
+        return conn.recv(100)
+
+
 @pytest.fixture
 def node_namespace(node: Node) -> Iterator[str]:
     name = f"node-{uuid.uuid4().hex[:8]}"
@@ -84,13 +88,15 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
 
     # busybox, scheduled by kube-scheduler, its log and an exec read back through the kubelet
     name = "busybox"
+    aliases = [{"ip": NODE_ADDRESS, "hostnames": ["login.kvinject.test"]}]
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             node_namespace,
             node.images["busybox"],
             container={"command": ["sh", "-c", "echo hello from $(hostname); exec sleep 3600"]},
+            hostAliases=aliases,
         ),
     )
     pod = wait_phase(node, node_namespace, name, "Running")
@@ -98,6 +104,15 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
     assert pod["status"]["hostIP"] == NODE_ADDRESS
     node.wait_until(lambda: f"hello from {name}" in node.logs(node_namespace, name), "the busybox log line")
     assert node.exec(node_namespace, name, "cat", "/etc/hostname").stdout.strip() == name
+    # pods reach servers on the node's address, by a hostAliases name (as the init container reaches the doubles)
+    with socket.create_server((NODE_ADDRESS, 0)) as server:
+        server.settimeout(HANG_GUARD)
+        received: list[bytes] = []
+        accepting = threading.Thread(target=lambda: received.append(accept_line(server)))
+        accepting.start()
+        node.exec(node_namespace, name, "sh", "-c", f"echo from-pod | nc login.kvinject.test {server.getsockname()[1]}")
+        accepting.join()
+    assert received == [b"from-pod\n"]
 
     # the kvinject image, built from our Dockerfile, under the restricted Pod Security profile
     name = "kvinject-help"
@@ -107,7 +122,7 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
         "capabilities": {"drop": ["ALL"]},
     }
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             node_namespace,
@@ -127,6 +142,21 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
     assert "usage: kvinject" in node.logs(node_namespace, name)
 
 
+def test_provider_takes_new_environment(node: Node) -> None:
+    """What tests pass to the provider after the node started (a CA bundle of their doubles) reaches it; the driver
+    then talks to the restarted provider (test_csi_driver_registered runs after this)."""
+    before = node.provider_env
+    node.set_provider_env({**before, "KVINJECT_NODE_TEST": "marker"})
+    try:
+        assert node.provider is not None
+        environ = Path(f"/proc/{node.provider.pid}/environ").read_bytes().split(b"\0")
+        assert b"KVINJECT_NODE_TEST=marker" in environ
+        with urllib.request.urlopen(node.provider_healthz, timeout=10) as resp:
+            assert resp.read().decode().strip() == "ok"
+    finally:
+        node.set_provider_env(before)
+
+
 def test_csi_driver_registered(node: Node) -> None:
     csinode = node.cp.api_get(f"/apis/storage.k8s.io/v1/csinodes/{node.name}")
     assert [(d["name"], d["nodeID"]) for d in csinode["spec"]["drivers"]] == [(DRIVER_NAME, node.name)]
@@ -142,7 +172,7 @@ def test_csi_driver_registered(node: Node) -> None:
     spc = f"no-vault-{suffix}"
     pod = f"no-vault-{suffix}"
     create(
-        node,
+        node.cp,
         {
             "apiVersion": "secrets-store.csi.x-k8s.io/v1",
             "kind": "SecretProviderClass",
@@ -152,7 +182,7 @@ def test_csi_driver_registered(node: Node) -> None:
     )
     try:
         create(
-            node,
+            node.cp,
             pod_manifest(
                 pod,
                 CSI_NAMESPACE,
@@ -194,7 +224,7 @@ def run_csi_pod(node: Node) -> str:
     provider (the driver mounts a tmpfs, no provider call), Running; returns its name."""
     name = f"csi-{uuid.uuid4().hex[:6]}"
     create(
-        node,
+        node.cp,
         pod_manifest(
             name,
             CSI_NAMESPACE,
@@ -219,6 +249,31 @@ def alive(pid: int) -> bool:
         return False
 
 
+NODE_PROGRAMS = (
+    "containerd",
+    "containerd-shim-runc-v2",
+    "kubelet",
+    "kube-scheduler",
+    "secrets-store-csi-driver",
+    "secrets-store-csi-driver-provider-azure",
+    "registrar",
+    "pause",
+)
+
+
+def programs() -> dict[str, int]:
+    """How many processes of each node program run in this PID namespace, by name (the session's node counts too)."""
+    counts = dict.fromkeys(NODE_PROGRAMS, 0)
+    for entry in Path("/proc").iterdir():
+        try:
+            name = Path((entry / "cmdline").read_bytes().split(b"\0")[0].decode()).name
+        except (OSError, IndexError):
+            continue
+        if name in counts:
+            counts[name] += 1
+    return counts
+
+
 def small_node(cp: ControlPlane, artifacts: NodeArtifacts, workdir: Path, name: str) -> Node:
     """A second node beside the session's: no scheduler, a NoSchedule taint, only the small images."""
     return Node(cp, workdir, artifacts, name=name, images=("pause", "busybox"), schedule=False, taints=[TEARDOWN_TAINT])
@@ -226,9 +281,9 @@ def small_node(cp: ControlPlane, artifacts: NodeArtifacts, workdir: Path, name: 
 
 @pytest.mark.parametrize("failure", ["none", "kubelet killed"])
 def test_teardown_leaves_nothing(
-    control_plane: ControlPlane, node_artifacts: NodeArtifacts, tmp_path: Path, failure: str
+    node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path, failure: str
 ) -> None:
-    sysctls = read_sysctls()
+    sysctls, before = read_sysctls(), programs()
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-teardown")
     try:
         node.start()
@@ -236,6 +291,9 @@ def test_teardown_leaves_nothing(
         running = run_processes(node.run_dir, node.run_id, node.mount_namespace)
         assert any("containerd-shim" in cmd for cmd in running.values()), running
         assert any(cmd == "sleep 3600" for cmd in running.values()), running
+        assert node.bridge in network_interfaces()
+        during = programs()
+        assert all(during[name] > before[name] for name in ("kubelet", "containerd-shim-runc-v2", "pause")), during
         if failure == "kubelet killed":
             assert node.kubelet is not None
             os.kill(node.kubelet.pid, signal.SIGKILL)
@@ -243,6 +301,8 @@ def test_teardown_leaves_nothing(
     finally:
         node.stop()
     assert node.leftovers() == []
+    after = programs()  # by name: none more than before (the session's node may have lost a pod meanwhile)
+    assert all(after[name] <= before[name] for name in NODE_PROGRAMS), (before, after)
     assert read_sysctls() == sysctls
     assert not [pid for pid in running if alive(pid)], running
     assert node.mounts() == []
@@ -250,8 +310,9 @@ def test_teardown_leaves_nothing(
     assert control_plane.kubectl("get", "node", node.name, check=False).returncode != 0
 
 
-def test_setup_reaps_a_crashed_run(control_plane: ControlPlane, node_artifacts: NodeArtifacts, tmp_path: Path) -> None:
+def test_setup_reaps_a_crashed_run(node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path: Path) -> None:
     node = small_node(control_plane, node_artifacts, tmp_path, "kvinject-crashed")
+    pod = ""
     try:
         node.start()
         pod = run_csi_pod(node)
@@ -267,7 +328,8 @@ def test_setup_reaps_a_crashed_run(control_plane: ControlPlane, node_artifacts: 
     finally:
         if node.running:
             node.stop()
-        control_plane.kubectl(
-            "delete", "pod", "-n", CSI_NAMESPACE, pod, "--force", "--grace-period=0", "--ignore-not-found", check=False
-        )
+        if pod:
+            control_plane.kubectl(
+                "delete", "pod", "-n", CSI_NAMESPACE, pod, "--force", "--grace-period=0", "--ignore-not-found"
+            )
         control_plane.kubectl("delete", "node", node.name, "--ignore-not-found", check=False)
