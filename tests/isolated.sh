@@ -6,7 +6,8 @@
 # left behind (the namespace's init exits, the kernel kills the rest: --kill-child covers a killed
 # unshare too). Inside, the network has loopback and one veth pair, kvinject-node <-> kvinject-peer,
 # both ends in the namespace (nothing reaches outside it), kvinject-node carrying the test node's
-# address 192.0.2.10/24 (documentation range). KVINJECT_NETNS=1 tells the tests they are isolated.
+# address 192.0.2.10/24 (documentation range). KVINJECT_NETNS=1 tells the tests their network is
+# private, KVINJECT_NAMESPACES="net mount pid" that all three are (a real node needs them).
 #
 # The command runs as a child of the namespace's init (sh), which reaps what containerd's shims
 # orphan, and whose exit status is the command's.
