@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries node-binaries node-images provider-view bench-tools bench bench-policy soak fuzz clean
+.PHONY: install run test lint unit e2e-binaries node-binaries node-images provider-view bench-tools bench bench-node bench-policy soak fuzz clean
 
 install: $(STAMP)
 
@@ -63,6 +63,10 @@ bench: install e2e-binaries bench-tools
 # Every tier, inside a loopback-only network namespace where the machine allows one.
 test: lint e2e-binaries node-binaries node-images provider-view bench-tools
 	tests/isolated.sh $(BIN)/python -m pytest
+
+# Pod start latency on the node (create -> Ready) with no injection, csi and init mode (see bench/RESULTS.md).
+bench-node: install e2e-binaries node-binaries node-images
+	tests/isolated.sh $(BIN)/python bench/pod_start.py
 
 # Admission latency with 10 vs 10,000 SecretAccessPolicies (see bench/RESULTS.md).
 bench-policy: install

@@ -20,8 +20,8 @@ dropping the step's first second, which holds the TLS handshakes of new connecti
 errors, and the server's CPU (utime+stime from /proc) and peak RSS. It prints a table and the
 ratios kvinject/peer, and writes bench/out/load-<mode>.json, bench/out/load-<mode>.md and a plot.
 
-The peer binds every interface on :9443 (it has no flag for its address): run inside a
-loopback-only network namespace::
+The peer binds every interface on :9443 (it has no flag for its address): run inside
+tests/isolated.sh's private network namespace::
 
     tests/isolated.sh .venv/bin/python bench/load.py            # full run (~15-25 min), writes bench/latency.png
     tests/isolated.sh .venv/bin/python bench/load.py --smoke    # < 30 s, CI's check that the harness works
@@ -71,7 +71,7 @@ from tests.harness import (  # noqa: E402 - after the sys.path line, like bench/
     admission_review,
     cache_dir,
     controller_pod,
-    only_loopback,
+    isolated_network,
     read_versions,
     trust,
     wait_for,
@@ -793,10 +793,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         for p in missing:
             print(f"  {p}", file=sys.stderr)
         return EXIT_TOOLS_MISSING
-    if "peer" in names and not only_loopback():
+    if "peer" in names and not isolated_network():
         print(
             "NOT ISOLATED: the Azure Workload Identity webhook binds every interface on :9443; run inside a "
-            "loopback-only network namespace: tests/isolated.sh .venv/bin/python bench/load.py ...",
+            "private network namespace: tests/isolated.sh .venv/bin/python bench/load.py ...",
             file=sys.stderr,
         )
         return EXIT_NOT_ISOLATED

@@ -1,8 +1,8 @@
-"""Fixtures shared by the tiers: a session-wide real control plane with kvinject installed as shipped, and the
-Azure doubles. Whatever they run comes from tests/harness.
+"""Fixtures shared by the tiers: a session-wide real control plane with kvinject installed as shipped, a real node
+joined to it, and the Azure doubles. Whatever they run comes from tests/harness.
 
-Tests that use them are marked ``e2e`` (deselect with ``-m "not e2e"``): every test under tests/e2e by its
-conftest, the others by their module. The binaries come from tests/e2e/build_binaries.sh; when they are
+Tests that use them are marked ``e2e`` (deselect with ``-m "not e2e"``): every test under tests/e2e and tests/node
+by the hook below, the others by their module. The binaries come from tests/e2e/build_binaries.sh; when they are
 missing the tests are skipped locally and fail under CI (``CI=true``).
 """
 
@@ -27,15 +27,30 @@ from tests.harness import (
     BinariesMissing,
     ControlPlane,
     KvinjectServer,
+    Node,
+    NodeArtifacts,
+    NodeUnavailable,
     access_policy,
     apply_docs,
     install,
     point_webhooks_at,
+    require_isolation,
     serve_as_shipped,
     unavailable,
 )
 from tests.harness import hygiene as hygiene_scan
 from tests.harness.doubles import KEY_VAULT_RESOURCE, FakeEntra, FakeKeyVault, TokenIssuer
+from tests.harness.node import describe
+
+E2E_DIRS = tuple(Path(__file__).resolve().parent / d for d in ("e2e", "node"))
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest's own -m deselection
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if any(d in Path(str(item.fspath)).resolve().parents for d in E2E_DIRS):
+            item.add_marker(pytest.mark.e2e)
+
 
 # Namespaces whose kvinject.io/enforcement label may loosen enforcement on the session's kvinject.
 RELAXABLE_NAMESPACES = ["e2e-relaxable-warn", "e2e-relaxable-audit"]
@@ -140,6 +155,38 @@ def namespace(control_plane: ControlPlane, kvinject: KvinjectServer) -> Iterator
     yield name
     control_plane.kubectl("delete", "namespace", name, "--wait=false", check=False)
     control_plane.kubectl("delete", "secretaccesspolicy", f"grant-{name}", check=False)
+
+
+# --------------------------------------------------------------------------------------
+# A real node (tests/harness/node.py)
+# --------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def node_artifacts() -> NodeArtifacts:
+    """The node's binaries, manifests and images from tests/node/build.sh and images.sh (`make node-binaries
+    node-images`), with root and tests/isolated.sh's namespaces: skipped locally without them, failed under CI."""
+    try:
+        require_isolation()
+        return NodeArtifacts.locate()
+    except NodeUnavailable as exc:
+        unavailable(str(exc))
+
+
+@pytest.fixture(scope="session")
+def node(
+    node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Node]:
+    """A Ready node `kvinject-node` at 192.0.2.10 on the session's control plane, for the whole session (it starts in
+    seconds; the images are imported once): containerd with the pause, busybox and kvinject images, the kubelet,
+    kube-scheduler, the Secrets Store CSI driver (rotation on, every 5s) and the Azure provider. Tests add hosts
+    entries (`node.set_hosts`) and the provider's environment (`node.set_provider_env`) as they need them. Its
+    teardown must leave nothing behind."""
+    with Node(control_plane, tmp_path_factory.mktemp("node"), node_artifacts, rotation_interval="5s") as started:
+        sys.stderr.write(f"\n[e2e] {describe(started)}\n")
+        yield started
+        started.check_alive()
+    assert not started.leftovers(), started.leftovers()
 
 
 # --------------------------------------------------------------------------------------

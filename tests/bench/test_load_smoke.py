@@ -1,7 +1,7 @@
 """The load harness (bench/load.py) still runs end to end, tiny: it cannot rot between full runs.
 
-Two rates (200 and 500 requests/s) of one second per server and pod size, inside a loopback-only
-network namespace. It asserts that the harness runs and reports well-formed figures, never how fast anything
+Two rates (200 and 500 requests/s) of one second per server and pod size, inside tests/isolated.sh's
+private network namespace. It asserts that the harness runs and reports well-formed figures, never how fast anything
 is: limits live in `make bench` and bench/RESULTS.md (the peer webhook binds every interface). Needs the e2e binaries
 (tests/e2e/build_binaries.sh) and vegeta (bench/build_tools.sh): skipped without them locally,
 failed under CI (CI=true), like the e2e tier.
@@ -44,7 +44,7 @@ def test_load_harness_smoke(tmp_path: Path) -> None:
     if result.returncode == EXIT_TOOLS_MISSING:
         unavailable(f"load benchmark tools missing (tests/e2e/build_binaries.sh, bench/build_tools.sh):\n{output}")
     if result.returncode == EXIT_NOT_ISOLATED:
-        unavailable(f"no loopback-only network namespace here:\n{output}")
+        unavailable(f"no private network namespace here:\n{output}")
     assert result.returncode == 0, output
 
     for size in SIZES:

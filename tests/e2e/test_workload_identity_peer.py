@@ -18,9 +18,9 @@ from tests.harness import (
     K,
     KvinjectServer,
     create,
+    isolated_network,
     mutating_configuration,
     mutating_webhook_in_effect,
-    only_loopback,
     pod_manifest,
     unavailable,
 )
@@ -34,7 +34,7 @@ def azwi(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[str]:
     """The peer webhook process; yields its caBundle."""
-    if not only_loopback():
+    if not isolated_network():
         unavailable("the Azure Workload Identity webhook binds all interfaces: run under tests/isolated.sh (make test)")
     e2e_binaries.require("azwi_webhook")
     workdir = tmp_path_factory.mktemp("azwi")

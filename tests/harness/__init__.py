@@ -6,6 +6,7 @@
 - serve.py: `kvinject serve` (ServeProcess; KvinjectServer reads a real apiserver)
 - controlplane.py: etcd + kube-apiserver + kube-controller-manager from the cached binaries
 - kube.py: kvinject installed on the control plane as shipped, and the helpers that talk to its API
+- node.py: a real node (containerd, kubelet, kube-scheduler, the Secrets Store CSI driver and Azure provider)
 - peer.py: the Azure Workload Identity webhook process
 - doubles/: HTTPS doubles of Key Vault and the Entra token endpoint
 - builders.py: real-shaped objects (controller-made pods, AdmissionReviews, clusters) and the test identities
@@ -48,6 +49,7 @@ _EXPORTS = {
         "federated_namespace",
         "get_json",
         "install",
+        "kvinject_webhooks_removed",
         "mutating_configuration",
         "mutating_webhook_in_effect",
         "pick",
@@ -64,7 +66,8 @@ _EXPORTS = {
         "webhook_configurations",
     ],
     "load": ["Load", "constant_load"],
-    "peer": ["AZWI_PORT", "AzwiWebhook", "only_loopback"],
+    "node": ["NODE_ADDRESS", "Node", "NodeArtifacts", "NodeUnavailable", "reap_dead_runs", "require_isolation"],
+    "peer": ["AZWI_PORT", "AzwiWebhook", "isolated_network"],
     "pki": ["PKI", "bundle", "loopback", "served_certificate", "trust"],
     "prerequisites": ["unavailable"],
     "process": ["Lifecycle", "Process", "ProcessExited", "free_port", "tail"],

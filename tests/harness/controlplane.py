@@ -12,7 +12,9 @@ Usable without pytest::
         print(cp.kubectl("get", "ns").stdout)
 
 Without a kubelet, pods stay Pending forever, but their stored (admitted/mutated) spec
-can be read back, which is all an admission webhook test needs. The controller-manager
+can be read back, which is all an admission webhook test needs; a real node (kubelet,
+scheduler, containerd: tests/harness/node.py) can join it, the apiserver reaching kubelets
+with its kubelet-client certificate. The controller-manager
 provides the ``default`` ServiceAccounts, ReplicaSets/Pods from Deployments, garbage
 collection and namespace deletion.
 """
@@ -167,6 +169,9 @@ class ControlPlane(Lifecycle):
         self.apiserver_key = pki / "apiserver.key"
         self.admin_cert = pki / "admin.crt"
         self.admin_key = pki / "admin.key"
+        # How the apiserver authenticates to kubelets (logs, exec): a system:masters client certificate.
+        self.kubelet_client_cert = pki / "kubelet-client.crt"
+        self.kubelet_client_key = pki / "kubelet-client.key"
         self.sa_signing_key = pki / "sa.key"
         self.sa_public_key = pki / "sa.pub"
         self.kubeconfig = self.workdir / "admin.kubeconfig"
@@ -221,7 +226,13 @@ class ControlPlane(Lifecycle):
         timeout: float = 120.0,
     ) -> subprocess.CompletedProcess[Any]:
         """Run the built kubectl against this control plane; text in/out unless bytes input."""
-        cmd = [str(self.binaries.kubectl), f"--kubeconfig={self.kubeconfig}", *args]
+        # Its discovery cache in the workdir, not ~/.kube/cache (one directory per apiserver port, never removed).
+        cmd = [
+            str(self.binaries.kubectl),
+            f"--kubeconfig={self.kubeconfig}",
+            f"--cache-dir={self.workdir / 'kubectl-cache'}",
+            *args,
+        ]
         env = dict(os.environ)
         env.pop("KUBECONFIG", None)
         result = subprocess.run(
@@ -285,6 +296,7 @@ class ControlPlane(Lifecycle):
             server=True,
         )
         self.pki.issue("admin", self.ADMIN_USER, organizations=["system:masters"], client=True)
+        self.pki.issue("kubelet-client", "kube-apiserver-kubelet-client", organizations=["system:masters"], client=True)
         self.pki.service_account_keys("sa")
 
     def _spawn(self, name: str, args: list[str], ready: Callable[[], Any], readiness: str) -> Process:
@@ -376,6 +388,12 @@ class ControlPlane(Lifecycle):
                 "--service-cluster-ip-range=10.0.0.0/24",
                 "--allow-privileged=true",
                 "--profiling=false",
+                # Logs, exec and port-forward through a kubelet (tests/harness/node.py): the kubelet serves a
+                # certificate of the cluster CA for its InternalIP and trusts this client certificate.
+                f"--kubelet-client-certificate={self.kubelet_client_cert}",
+                f"--kubelet-client-key={self.kubelet_client_key}",
+                f"--kubelet-certificate-authority={self.ca_file}",
+                "--kubelet-preferred-address-types=InternalIP",
                 *self._extra_apiserver_args,
             ],
             ready,
@@ -384,14 +402,9 @@ class ControlPlane(Lifecycle):
 
     def _start_controller_manager(self) -> None:
         self.controller_manager_port = free_port()
-        insecure = ssl.create_default_context()
-        insecure.check_hostname = False
-        insecure.verify_mode = ssl.CERT_NONE  # its self-signed serving cert, loopback only
 
         def healthy() -> bool:
-            url = f"https://127.0.0.1:{self.controller_manager_port}/healthz"
-            with urllib.request.urlopen(url, context=insecure, timeout=2) as resp:
-                return bool(resp.read().decode().strip() == "ok")
+            return healthz_ok(f"https://127.0.0.1:{self.controller_manager_port}/healthz")
 
         self._spawn(
             "kube-controller-manager",
@@ -445,6 +458,11 @@ class ControlPlane(Lifecycle):
         return ctx
 
     def _write_kubeconfig(self) -> None:
+        self.write_kubeconfig(self.kubeconfig, self.admin_cert, self.admin_key, self.ADMIN_USER)
+
+    def write_kubeconfig(self, path: Path, cert: Path, key: Path, user: str) -> Path:
+        """A kubeconfig (mode 0600) for this apiserver authenticating with the client certificate `cert`/`key`."""
+
         def b64(p: Path) -> str:
             return base64.b64encode(p.read_bytes()).decode()
 
@@ -463,24 +481,35 @@ class ControlPlane(Lifecycle):
             ],
             "users": [
                 {
-                    "name": self.ADMIN_USER,
+                    "name": user,
                     "user": {
-                        "client-certificate-data": b64(self.admin_cert),
-                        "client-key-data": b64(self.admin_key),
+                        "client-certificate-data": b64(cert),
+                        "client-key-data": b64(key),
                     },
                 }
             ],
             "contexts": [
                 {
                     "name": "kvinject-e2e",
-                    "context": {"cluster": "kvinject-e2e", "user": self.ADMIN_USER},
+                    "context": {"cluster": "kvinject-e2e", "user": user},
                 }
             ],
             "current-context": "kvinject-e2e",
             "preferences": {},
         }
-        self.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")
-        self.kubeconfig.chmod(0o600)
+        path.write_text(json.dumps(config, indent=2) + "\n")
+        path.chmod(0o600)
+        return path
+
+
+def healthz_ok(url: str) -> bool:
+    """Whether a Kubernetes component's /healthz at `url` answers ok (its self-signed serving certificate is not
+    checked: loopback only)."""
+    insecure = ssl.create_default_context()
+    insecure.check_hostname = False
+    insecure.verify_mode = ssl.CERT_NONE
+    with urllib.request.urlopen(url, context=insecure, timeout=2) as resp:
+        return bool(resp.read().decode().strip() == "ok")
 
 
 __all__ = [
@@ -490,5 +519,6 @@ __all__ = [
     "ControlPlane",
     "ControlPlaneError",
     "cache_dir",
+    "healthz_ok",
     "read_versions",
 ]

@@ -234,6 +234,27 @@ def class_webhook_removed(cp: ControlPlane) -> Iterator[None]:
         wait_for(lambda: dry_run(cp, _class_probe()).returncode != 0, f"{CLASS_WEBHOOK} to take effect again")
 
 
+KVINJECT_WEBHOOKS = (
+    ("mutatingwebhookconfiguration", "kvinject"),
+    ("validatingwebhookconfiguration", "kvinject"),
+    ("validatingwebhookconfiguration", CLASS_WEBHOOK),
+)
+
+
+@contextmanager
+def kvinject_webhooks_removed(cp: ControlPlane, server: ServeProcess) -> Iterator[None]:
+    """The cluster without kvinject (only the Secrets Store CSI driver, as before it was installed); kvinject's
+    webhooks, sent to `server`, are back afterwards."""
+    for kind, name in KVINJECT_WEBHOOKS:
+        cp.kubectl("delete", kind, name)
+    for probe in (_mutate_probe(), _validate_probe(), _class_probe()):
+        wait_for(lambda probe=probe: dry_run(cp, probe).returncode == 0, "kvinject's webhooks to stop taking effect")
+    try:
+        yield
+    finally:
+        point_webhooks_at(cp, server, verb="create")
+
+
 def wait_for_kvinject_webhooks(cp: ControlPlane, server: ServeProcess) -> None:
     """Until the apiserver sends every webhook's requests to `server` (after a configuration change)."""
     for endpoint, probe in (("mutate", _mutate_probe()), ("validate", _validate_probe()), ("validate", _class_probe())):

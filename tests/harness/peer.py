@@ -1,11 +1,13 @@
 """The Azure Workload Identity webhook (azwi-webhook, built by tests/e2e/build_binaries.sh) as a process.
 
-It binds every interface on :9443 (it has no flag for its address): run it only inside a loopback-only
-network namespace (tests/isolated.sh); `only_loopback()` tells whether this is one."""
+It binds every interface on :9443 (it has no flag for its address): run it only inside tests/isolated.sh's
+private network namespace; `isolated_network()` tells whether this is one."""
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,10 +20,16 @@ from tests.harness.process import Process, free_port
 AZWI_PORT = 9443
 
 
-def only_loopback() -> bool:
-    """Whether this network namespace has no interface but lo."""
-    names = [line.split(":")[0].strip() for line in Path("/proc/net/dev").read_text().splitlines()[2:]]
-    return names == ["lo"]
+def isolated_network() -> bool:
+    """Whether this is tests/isolated.sh's network namespace: made empty by it, holding only loopback, the
+    veth pair whose both ends it keeps inside (the test node's address), and what a test node adds (its CNI
+    bridge and the veths to its pods' namespaces) - no interface of the machine's own network."""
+    if os.environ.get("KVINJECT_NETNS") != "1":
+        return False
+    links = json.loads(subprocess.run(["ip", "-j", "-d", "link", "show"], capture_output=True, check=True).stdout)
+    return all(
+        link["ifname"] == "lo" or link.get("linkinfo", {}).get("info_kind") in ("veth", "bridge") for link in links
+    )
 
 
 class AzwiWebhook(ServesTls, Process):

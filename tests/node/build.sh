@@ -10,6 +10,10 @@
 #                                                           github.com/Azure/secrets-store-csi-driver-provider-azure/cmd
 #       registrar-<sha12>/registrar                         tests/node/registrar (our plugin registration service)
 #       pause-<sha12>/pause                                 tests/node/pause/pause.c, gcc -static
+#   $KVINJECT_CACHE/manifests/secrets-store-csi-driver-<v>/   the driver's own deployment files the node
+#       applies, from its module: deploy/{csidriver,rbac-secretproviderclass,rbac-secretprovidersyncing}.yaml,
+#       deploy/secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses.yaml and the chart's
+#       templates/csidriver.yaml (as chart-csidriver.yaml: where tokenRequests come from)
 #
 #   Debian packages (apt-get, only those missing; root needed then): containerd, runc,
 #   containernetworking-plugins, busybox-static, buildah, debootstrap (versions in versions.env).
@@ -20,7 +24,7 @@
 # Our own programs are keyed by a hash of their sources (sha12 above).
 #
 # Prints KEY=path lines on stdout for the harness (logs go to stderr):
-#   KUBELET= KUBE_SCHEDULER= SSCSI_DRIVER= AZURE_PROVIDER= REGISTRAR= PAUSE=
+#   KUBELET= KUBE_SCHEDULER= SSCSI_DRIVER= AZURE_PROVIDER= REGISTRAR= PAUSE= SSCSI_MANIFESTS=
 #
 # Usage: tests/node/build.sh                 # or: make node-binaries
 #        KVINJECT_CACHE=/some/dir tests/node/build.sh
@@ -193,6 +197,37 @@ build_sscsi_driver() {
     echo "$shim_sha" >"$stamp"
 }
 
+# The driver's deployment files (module source, same version as the binary), copied once.
+SSCSI_MANIFEST_FILES=(
+    deploy/csidriver.yaml
+    deploy/rbac-secretproviderclass.yaml
+    deploy/rbac-secretprovidersyncing.yaml
+    deploy/secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses.yaml
+    charts/secrets-store-csi-driver/templates/csidriver.yaml
+)
+SSCSI_MANIFESTS=
+fetch_sscsi_manifests() {
+    local v=$SSCSI_VERSION f
+    SSCSI_MANIFESTS="$CACHE/manifests/secrets-store-csi-driver-$v"
+    local stamp="$SSCSI_MANIFESTS/.complete"
+    if [[ -f "$stamp" ]]; then
+        log "secrets-store-csi-driver $v manifests: cached ($SSCSI_MANIFESTS)"
+        return
+    fi
+    local dir
+    dir=$(mod_download "sigs.k8s.io/secrets-store-csi-driver@$v" Dir)
+    mkdir -p "$SSCSI_MANIFESTS"
+    for f in "${SSCSI_MANIFEST_FILES[@]}"; do
+        [[ -f "$dir/$f" ]] || die "$f not found in sigs.k8s.io/secrets-store-csi-driver@$v ($dir)"
+    done
+    for f in "${SSCSI_MANIFEST_FILES[@]:0:4}"; do
+        install -m 0644 "$dir/$f" "$SSCSI_MANIFESTS/$(basename "$f")"
+    done
+    install -m 0644 "$dir/${SSCSI_MANIFEST_FILES[4]}" "$SSCSI_MANIFESTS/chart-csidriver.yaml"
+    touch "$stamp"
+    log "secrets-store-csi-driver $v manifests: copied to $SSCSI_MANIFESTS"
+}
+
 # --------------------------------------------------------------------------------------
 # Azure Key Vault provider for the Secrets Store CSI driver
 # --------------------------------------------------------------------------------------
@@ -264,6 +299,7 @@ log "go: $("$GO" version)"
 ensure_debs
 build_kubernetes kubelet kube-scheduler
 build_sscsi_driver
+fetch_sscsi_manifests
 build_azure_provider
 build_registrar
 build_pause
@@ -278,4 +314,5 @@ SSCSI_DRIVER=$CACHE/bin/secrets-store-csi-driver-$SSCSI_VERSION/secrets-store-cs
 AZURE_PROVIDER=$CACHE/bin/provider-azure-$AZURE_PROVIDER_VERSION/secrets-store-csi-driver-provider-azure
 REGISTRAR=$REGISTRAR_BIN
 PAUSE=$PAUSE_BIN
+SSCSI_MANIFESTS=$SSCSI_MANIFESTS
 EOF

@@ -311,7 +311,7 @@ def cmd_unpack(a: argparse.Namespace) -> None:
                                 remove(child)
                         continue
                     if base.startswith(".wh."):
-                        remove(dest / name.parent / base[len(".wh."):])
+                        remove(dest / name.parent / base[len(".wh.") :])
                         continue
                     target = dest / name
                     if target.is_symlink() or (target.exists() and not (m.isdir() and target.is_dir())):

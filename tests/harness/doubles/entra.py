@@ -55,6 +55,7 @@ if TYPE_CHECKING:
     from tests.harness.controlplane import ControlPlane
 
 ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+OIDC_SCOPES = frozenset({"openid", "offline_access", "profile"})
 TOKEN_EXCHANGE_AUDIENCE = TOKEN_AUDIENCE  # what Entra ID accepts in a federated token exchange
 WIF_DOCS = "https://learn.microsoft.com/entra/workload-id/workload-identity-federation"
 DEFAULT_CLOCK_SKEW = 300.0
@@ -391,6 +392,15 @@ class FakeEntra(Double):
         """What to pass as azure-identity's ``authority`` / AZURE_AUTHORITY_HOST."""
         return self.url
 
+    def mint(self, client_id: str, scope: str, tenant_id: str = "") -> tuple[str, IssuedToken]:
+        """An access token for `client_id` issued without an assertion: what Azure's instance metadata service hands
+        a VM's (a node's) managed identity, which no federation governs."""
+        issued = IssuedToken(client_id, tenant_id, scope, time.time() + self.expires_in, "managed-identity", client_id)
+        token = secrets.token_urlsafe(48)
+        with self._lock:
+            self._tokens[token] = issued
+        return token, issued
+
     # -- queries for tests and for a Key Vault double --------------------------------
 
     def token_info(self, access_token: str) -> IssuedToken | None:
@@ -562,14 +572,18 @@ class FakeEntra(Double):
                 7000218,
                 "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
             )
-        client_id, scope = form["client_id"], form["scope"]
-        if not scope.endswith("/.default") or " " in scope.strip():
+        client_id = form["client_id"]
+        # MSAL adds the OpenID scopes to every request; Entra ID ignores them in the client credentials flow, which
+        # needs exactly one resource's /.default.
+        resources = [s for s in form["scope"].split() if s not in OIDC_SCOPES]
+        scope = resources[0] if len(resources) == 1 else form["scope"]
+        if len(resources) != 1 or not scope.endswith("/.default"):
             raise EntraError(
                 400,
                 "invalid_scope",
                 1002012,
-                f"The provided value for scope {scope} is not valid. Client credential flows must have a scope value "
-                "with /.default suffixed to the resource identifier (application ID URI).",
+                f"The provided value for scope {form['scope']} is not valid. Client credential flows must have a scope "
+                "value with /.default suffixed to the resource identifier (application ID URI).",
             )
         with self._lock:
             credentials = list(self.federated_credentials)

@@ -1,0 +1,1 @@
+"""The real node itself (see tests/harness/node.py)."""
