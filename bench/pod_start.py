@@ -141,7 +141,7 @@ def main() -> int:
                             break
                         time.sleep(POLL)
                 server.stop()
-        image_bytes = next((i.path.stat().st_size for i in NodeArtifacts.locate().images if i.name == "kvinject"), 0)
+        image_bytes = NodeArtifacts.locate().images["kvinject"].tar.stat().st_size
     print(f"forbidden object: kvinject denies at create in {denied_after:.2f} s; without kvinject the pod waits in")
     print(f"  ContainerCreating and its first 403 event comes after {first_403:.1f} s (it never starts)")
     print(f"kvinject image: {image_bytes / 1e6:.0f} MB (docker-archive tar)")
