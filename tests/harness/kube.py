@@ -141,8 +141,11 @@ def access_policy(
     }
 
 
-def federated_namespace(cp: ControlPlane, prefix: str, allow: dict[str, list[str]]) -> str:
-    """A new namespace whose ServiceAccount `api` carries the test identity, granted `allow` by a policy."""
+def federated_namespace(
+    cp: ControlPlane, prefix: str, allow: dict[str, list[str]], client_id: str = CLIENT_ID
+) -> str:
+    """A new namespace whose ServiceAccount `api` carries `client_id` (the test identity), granted `allow` by a
+    policy."""
     ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
     cp.kubectl("create", "namespace", ns)
     account = {
@@ -152,12 +155,12 @@ def federated_namespace(cp: ControlPlane, prefix: str, allow: dict[str, list[str
             "name": "api",
             "namespace": ns,
             "annotations": {
-                "azure.workload.identity/client-id": CLIENT_ID,
+                "azure.workload.identity/client-id": client_id,
                 "azure.workload.identity/tenant-id": TENANT_ID,
             },
         },
     }
-    apply_docs(cp, [account, access_policy(f"{prefix}-{ns}", [(ns, "api")], allow)])
+    apply_docs(cp, [account, access_policy(f"{prefix}-{ns}", [(ns, "api")], allow, client_id=client_id)])
     return ns
 
 

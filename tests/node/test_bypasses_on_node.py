@@ -16,7 +16,6 @@ import yaml
 
 from tests.harness import (
     CLIENT_ID,
-    TENANT_ID,
     ControlPlane,
     KvinjectServer,
     apply_docs,
@@ -26,14 +25,13 @@ from tests.harness import (
 )
 from tests.harness.cloud import AzureCloud
 from tests.harness.doubles.imds import FakeImds
-from tests.node.workloads import RESTRICTED, read, team_namespace
+from tests.node.workloads import RESTRICTED, azure_class, objects_parameter, read, team_namespace
 from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER, INJECT_LABEL, PREFIX
 
 pytestmark = pytest.mark.e2e
 
 NODE_IDENTITY = "77777777-6666-5555-4444-333333333333"
 RESERVED_NAMES = "kvinject-reserved-provider-classes"
-OBJECTS = "array:\n  - |\n    objectName: {name}\n    objectType: secret\n"
 
 
 @pytest.fixture(scope="module")
@@ -55,23 +53,7 @@ def team(control_plane: ControlPlane, azure_cloud: AzureCloud, cloud_kvinject: K
 
 def provider_class(cloud: AzureCloud, namespace: str, name: str, **parameters: str) -> dict[str, Any]:
     """The team's own class: its identity, its vault, its object (kvinject's class webhook admits it)."""
-    return {
-        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
-        "kind": "SecretProviderClass",
-        "metadata": {"name": name, "namespace": namespace},
-        "spec": {
-            "provider": "azure",
-            "parameters": {
-                "clientID": CLIENT_ID,
-                "tenantID": TENANT_ID,
-                "keyvaultName": "team-kv",
-                "cloudName": "AzureStackCloud",
-                "cloudEnvFileName": str(cloud.env_file),
-                "objects": OBJECTS.format(name="config"),
-                **parameters,
-            },
-        },
-    }
+    return azure_class(cloud, namespace, name, "team-kv", ["config"], **parameters)
 
 
 def attacker(namespace: str, name: str, image: str, provider_class: str, **attributes: str) -> dict[str, Any]:
@@ -112,7 +94,7 @@ NODE_READS_BILLING = {
     "userAssignedIdentityID": NODE_IDENTITY,
     "clientID": "",
     "keyvaultName": "billing-kv",
-    "objects": OBJECTS.format(name="payroll"),
+    "objects": objects_parameter("payroll"),
 }
 
 

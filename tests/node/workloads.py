@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from typing import Any
 
-from tests.harness import CLIENT_ID, TENANT_ID, ControlPlane, access_policy, apply_docs, get_json, wait_for
+from tests.harness import CLIENT_ID, TENANT_ID, ControlPlane, apply_docs, federated_namespace, get_json, wait_for
 from tests.harness.cloud import AzureCloud
-from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER, INJECT_LABEL, PREFIX, SA_CLIENT_ID, SA_TENANT_ID
+from webhook.names import CLASS_ATTRIBUTE, CSI_DRIVER, INJECT_LABEL, PREFIX
 
 APP_UID, FS_GROUP = 1000, 2000
 RESTRICTED = {
@@ -25,19 +24,8 @@ def team_namespace(
 ) -> str:
     """A namespace whose ServiceAccount `api` is federated to `client_id` and allowed `allow` by a policy, with the
     cloud's CA ConfigMap for kvinject-fetch."""
-    ns = f"{prefix}-{uuid.uuid4().hex[:6]}"
-    cp.kubectl("create", "namespace", ns)
-    account = {
-        "apiVersion": "v1",
-        "kind": "ServiceAccount",
-        "metadata": {
-            "name": "api",
-            "namespace": ns,
-            "annotations": {SA_CLIENT_ID: client_id, SA_TENANT_ID: TENANT_ID},
-        },
-    }
-    policy = access_policy(f"{prefix}-{ns}", [(ns, "api")], allow, client_id=client_id)
-    apply_docs(cp, [account, policy, cloud.ca_configmap(ns)])
+    ns = federated_namespace(cp, prefix, allow, client_id)
+    apply_docs(cp, [cloud.ca_configmap(ns)])
     cloud.federate(ns, "api", client_id)
     return ns
 
@@ -130,13 +118,17 @@ def secret_data(cp: ControlPlane, namespace: str, name: str) -> dict[str, str]:
     return {k: base64.b64decode(v).decode() for k, v in data.items()}
 
 
-def hand_written(
-    cloud: AzureCloud, namespace: str, name: str, image: str, vault: str, objects: list[str]
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """A Secrets Store CSI user's own SecretProviderClass (the pod's workload identity, the cloud) and a pod mounting
-    it at /mnt/secrets: what a pod looks like without kvinject."""
-    listed = "".join(f"  - |\n    objectName: {o}\n    objectType: secret\n" for o in objects)
-    provider_class = {
+def objects_parameter(*names: str) -> str:
+    """The Azure provider's `objects` parameter for secrets `names`."""
+    return "array:\n" + "".join(f"  - |\n    objectName: {n}\n    objectType: secret\n" for n in names)
+
+
+def azure_class(
+    cloud: AzureCloud, namespace: str, name: str, vault: str, objects: list[str], **parameters: str
+) -> dict[str, Any]:
+    """A SecretProviderClass as a Secrets Store CSI user writes it: the pod's workload identity, the test's cloud,
+    `objects` of `vault` (`parameters` over that)."""
+    return {
         "apiVersion": "secrets-store.csi.x-k8s.io/v1",
         "kind": "SecretProviderClass",
         "metadata": {"name": name, "namespace": namespace},
@@ -147,25 +139,27 @@ def hand_written(
                 "tenantID": TENANT_ID,
                 "keyvaultName": vault,
                 **cloud_parameters(cloud),
-                "objects": "array:\n" + listed,
+                "objects": objects_parameter(*objects),
+                **parameters,
             },
         },
     }
+
+
+def hand_written(
+    cloud: AzureCloud, namespace: str, name: str, image: str, vault: str, objects: list[str]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A Secrets Store CSI user's own SecretProviderClass and a pod mounting it at /mnt/secrets: what a pod looks
+    like without kvinject."""
     volume = {
         "name": "kv",
         "csi": {"driver": CSI_DRIVER, "readOnly": True, "volumeAttributes": {CLASS_ATTRIBUTE: name}},
     }
     mount = {"name": "kv", "mountPath": "/mnt/secrets", "readOnly": True}
-    template = deployment(
+    workload = deployment(
         namespace, name, {}, image=image, host_aliases=[], inject=False, volumes=[volume], mounts=[mount]
-    )["spec"]["template"]
-    pod = {
-        "apiVersion": "v1",
-        "kind": "Pod",
-        "metadata": {**template["metadata"], "name": name, "namespace": namespace},
-        "spec": template["spec"],
-    }
-    return provider_class, pod
+    )
+    return azure_class(cloud, namespace, name, vault, objects), pod_of(workload, name)
 
 
 def cloud_parameters(cloud: AzureCloud) -> dict[str, str]:
