@@ -852,7 +852,7 @@ state = "{c}/state"
 
     def _start_provider(self) -> None:
         self._provider_health_port = free_port()
-        health = f"http://127.0.0.1:{self._provider_health_port}/healthz"
+        health = self.provider_healthz
 
         def healthy() -> bool:
             with urllib.request.urlopen(health, timeout=5) as resp:
