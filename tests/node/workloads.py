@@ -124,10 +124,10 @@ def objects_parameter(*names: str) -> str:
 
 
 def azure_class(
-    cloud: AzureCloud, namespace: str, name: str, vault: str, objects: list[str], **parameters: str
+    cloud: AzureCloud, namespace: str, name: str, vault: str, object_names: list[str], **parameters: str
 ) -> dict[str, Any]:
     """A SecretProviderClass as a Secrets Store CSI user writes it: the pod's workload identity, the test's cloud,
-    `objects` of `vault` (`parameters` over that)."""
+    the secrets `object_names` of `vault` (`parameters`, an `objects` among them, over that)."""
     return {
         "apiVersion": "secrets-store.csi.x-k8s.io/v1",
         "kind": "SecretProviderClass",
@@ -139,7 +139,7 @@ def azure_class(
                 "tenantID": TENANT_ID,
                 "keyvaultName": vault,
                 **cloud_parameters(cloud),
-                "objects": objects_parameter(*objects),
+                "objects": objects_parameter(*object_names),
                 **parameters,
             },
         },
