@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 import time
 import uuid
@@ -41,6 +42,11 @@ from tests.harness import (
 from tests.harness import hygiene as hygiene_scan
 from tests.harness.doubles import KEY_VAULT_RESOURCE, FakeEntra, FakeKeyVault, TokenIssuer
 from tests.harness.node import describe
+
+# The bypass tests prove that hand-written pods and classes are denied: judge what is not kvinject's with enforce
+# (the shipped default is audit, docs/rollout.md) unless a test sets it; the servers started by the harness
+# say the same (tests/harness/serve.py). Set before any Settings() is made.
+os.environ.setdefault("KVINJECT_NOT_OPTED_IN_ENFORCEMENT", "enforce")
 
 E2E_DIRS = tuple(Path(__file__).resolve().parent / d for d in ("e2e", "node"))
 

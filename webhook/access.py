@@ -20,10 +20,20 @@ class Denial(Exception):
         self.audit = audit or {}
 
 
+@dataclass(frozen=True)
+class WouldDeny:
+    """What enforce would have denied, admitted under audit or warn: for the would-deny metric and event."""
+
+    mode: Enforcement
+    reason: str  # the reason class (no-policy, provider-class, ...): a bounded set
+    message: str  # names only, like a denial's
+
+
 @dataclass
 class Verdict:
     warnings: list[str] = field(default_factory=list)
     audit: dict[str, str] = field(default_factory=dict)
+    would_deny: WouldDeny | None = None
 
 
 class Judge:
@@ -53,7 +63,7 @@ class Judge:
         self.metrics.policy_decisions.labels(endpoint, "would-deny", reason).inc()
         audit = {**audit, "decision": f"would-deny ({mode})", "reason": message}
         warnings = [f"kvinject ({mode} mode) would deny: {p}" for p in problems] if mode is Enforcement.WARN else []
-        return Verdict(warnings, audit)
+        return Verdict(warnings, audit, WouldDeny(mode, reason, message))
 
     def decision(self, endpoint: str, mode: Enforcement, decision: Decision, audit: dict[str, str]) -> Verdict:
         audit = dict(audit)

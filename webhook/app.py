@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -16,9 +17,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from webhook import review
 from webhook.cluster import Cluster
+from webhook.cluster.events import EventRecorder
 from webhook.injection import Outcome
 from webhook.metrics import Metrics
 from webhook.mutation import Mutator
+from webhook.notices import Notices
 from webhook.settings import Settings
 from webhook.validation import Validator
 
@@ -55,15 +58,19 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
     metrics = metrics or Metrics()
     mutator = Mutator(settings, cluster, metrics)
     validator = Validator(settings, cluster, metrics)
+    recorder = EventRecorder(cluster, metrics, socket.gethostname())
+    notices = Notices(metrics, recorder)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         cluster.start()
         settle = asyncio.create_task(_freeze_when_ready(cluster))
+        recorder.start()
         try:
             yield
         finally:
             settle.cancel()
+            await recorder.stop()
             cluster.stop()
 
     app = FastAPI(title="kvinject", lifespan=lifespan, openapi_url=None, docs_url=None, redoc_url=None)
@@ -102,6 +109,10 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
                 type(exc).__name__,
             )
         metrics.admissions.labels(endpoint, outcome.result, outcome.reason).inc()
+        try:
+            notices.after(request, outcome)
+        except Exception:  # the answer is already decided: never lose it to a notice
+            log.exception("notice for uid=%s failed", request.uid)
         metrics.duration.labels(endpoint).observe(time.perf_counter() - started)
         return _json(outcome.response)
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook import contract, identity, names, plan, review, shape, spc
-from webhook.access import Denial
+from webhook.access import Denial, WouldDeny
 from webhook.cluster import Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
 from webhook.providers import Provider
@@ -34,6 +34,8 @@ class Outcome:
     reason: str = ""
     provider_class: dict[str, Any] | None = None
     ops: list[dict[str, Any]] = field(default_factory=list)
+    would_deny: WouldDeny | None = None  # admitted under audit or warn, but enforce would deny
+    ignored: str = ""  # why kvinject ignores the pod's kvinject annotations (webhook.rollout)
 
 
 @dataclass

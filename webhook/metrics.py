@@ -37,6 +37,19 @@ class Metrics:
             ["endpoint", "outcome", "reason"],
             registry=self.registry,
         )
+        # Low cardinality by design: the namespace, never an object's name.
+        self.would_deny = Counter(
+            "kvinject_would_deny",
+            "Admissions that enforce would deny, admitted under audit or warn, by namespace, enforcement and reason",
+            ["namespace", "enforcement", "reason"],
+            registry=self.registry,
+        )
+        self.events = Counter(
+            "kvinject_events",
+            "Kubernetes Events kvinject wrote (written), could not write (failed), or dropped (too many pending)",
+            ["result"],
+            registry=self.registry,
+        )
         self.live_duration = Histogram(
             "kvinject_live_verification_duration_seconds",
             "Time spent on live verification per admission",

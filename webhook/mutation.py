@@ -119,6 +119,7 @@ class Mutator:
             "injected" if ops else "unchanged",
             provider_class=generated,
             ops=ops,
+            would_deny=verdict.would_deny,
         )
 
     async def _ensure_generated(self, namespace: str, generated: dict[str, Any], dry_run: bool) -> None:
@@ -165,5 +166,5 @@ class Mutator:
         if refused:
             reason = f"live-{refused[0].result.value}"
             found = self.judge.findings("mutate", mode, reason, [f.message for f in refused], audit)
-            return Verdict([*warnings, *found.warnings], found.audit)
+            return Verdict([*warnings, *found.warnings], found.audit, found.would_deny)
         return Verdict(warnings, audit)

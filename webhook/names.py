@@ -29,6 +29,12 @@ DEFAULT_MOUNT_PATH = "/mnt/secrets"
 ENFORCEMENT_LABEL = PREFIX + "enforcement"
 LIVE_VERIFY_LABEL = PREFIX + "live-verify"
 
+# Events kvinject writes (webhook/cluster/events.py): on a pod's owner, or the object itself.
+EVENT_WOULD_DENY = "KvinjectWouldDeny"  # audit or warn: admitted, but enforce would deny it
+EVENT_DENIED = "KvinjectDenied"  # denied: the controller's FailedCreate says the same, this names kvinject
+EVENT_IGNORED = "KvinjectAnnotationsIgnored"  # kvinject.io/ annotations on a pod that is not opted in
+EVENT_COMPONENT = "kvinject"
+
 # -- Grammars of the contract (Key Vault's naming rules) -----------------------------------------------
 
 VAULT_NAME = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){1,22}[a-zA-Z0-9]$")

@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
     # a namespace label kvinject.io/enforcement overrides it.
     enforcement: Enforcement = Enforcement.ENFORCE
+    # How pods and SecretProviderClasses that are not kvinject's are judged (hand-written Secrets Store CSI
+    # volumes, Secret readers, Azure classes no kvinject pod uses; webhook/rollout.py): audit by default,
+    # so that installing kvinject denies nothing that ran before; enforce once the would-deny events are
+    # gone. The namespace label still only tightens it.
+    not_opted_in_enforcement: Enforcement = Enforcement.AUDIT
     # Namespace labels only tighten (enforcement, live verification): these namespaces' labels may also
     # loosen them. A JSON list, e.g. KVINJECT_RELAXABLE_NAMESPACES='["sandbox"]'.
     relaxable_namespaces: frozenset[str] = frozenset()

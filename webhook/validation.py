@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import podrefs, policy, providers, review
+from webhook import podrefs, policy, providers, review, rollout
 from webhook.access import Denial, Judge
 from webhook.cluster import Cluster
 from webhook.identity import Identity
@@ -26,8 +26,9 @@ from webhook.injection import (
     squatted,
 )
 from webhook.metrics import Metrics
-from webhook.model import SecretProviderClass
+from webhook.model import Namespace, SecretProviderClass
 from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, VOLUME_NAME
+from webhook.policy import Enforcement
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,8 @@ class Validator:
         self.lookups = Lookups(settings, cluster, providers.default())
         self.injection = Injection(settings, self.lookups)
         self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
+        # What is not kvinject's (webhook/rollout.py) is judged under its own setting, audit by default.
+        self.others = Judge(settings.not_opted_in_enforcement, metrics, settings.relaxable_namespaces)
 
     async def validate(self, request: review.Request) -> Outcome:
         if request.is_provider_class_write:
@@ -67,14 +70,22 @@ class Validator:
         found = SecretProviderClass.from_object(
             {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
         )
+        kvinjects = rollout.class_is_kvinjects(obj)
+        judge = self.judge if kvinjects else self.others
         try:
             ns = await self.lookups.namespace(request.namespace)
-            mode, warnings = self.judge.mode(ns)
+            mode, warnings = judge.mode(ns)
             problems = provider.class_problems(found, self.settings)
-            verdict = self.judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
+            verdict = judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
+            if not kvinjects and unjudged(judge.default, denial):
+                return not_judged(request, denial)
             return denied_outcome(request, denial)
-        return Outcome(review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit), "allowed")
+        return Outcome(
+            review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+            "allowed",
+            would_deny=verdict.would_deny,
+        )
 
     async def _validate_ephemeral(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
         """Containers added to a running pod (`kubectl debug`): the Secrets they read and the secret volumes
@@ -98,7 +109,7 @@ class Validator:
         injected_mount = is_injected(pod) and bool(mounted & {VOLUME_NAME})
         if not volumes and not synced and not injected_mount:
             return Outcome(review.allowed(request.uid), "skipped")
-        return await self._judge(request, pod, volumes, synced, injected_mount)
+        return await self._judge(request, pod, volumes, synced, injected_mount, rollout.pod_is_kvinjects(pod))
 
     async def _synced(self, namespace: str, names: list[str]) -> dict[str, list[SecretProviderClass]]:
         """Referenced Secrets that some SecretProviderClass syncs from Key Vault (any name: hand-written classes
@@ -155,9 +166,14 @@ class Validator:
         volumes = podrefs.csi_volumes(spec)
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(spec))
         injected = is_injected(pod) or bool(kvinject_parts(pod))
+        ignored = rollout.ignored_annotations(pod)
         if not volumes and not synced and not injected:
-            return Outcome(review.allowed(request.uid), "skipped")
-        return await self._judge(request, pod, volumes, synced, injected)
+            return Outcome(review.allowed(request.uid, [ignored] if ignored else []), "skipped", ignored=ignored)
+        outcome = await self._judge(request, pod, volumes, synced, injected, rollout.pod_is_kvinjects(pod))
+        if ignored and outcome.response["response"].get("allowed"):
+            outcome.response["response"]["warnings"] = [ignored, *outcome.response["response"].get("warnings", [])]
+            outcome.ignored = ignored
+        return outcome
 
     async def _judge(
         self,
@@ -166,17 +182,48 @@ class Validator:
         volumes: list[podrefs.CsiVolume],
         synced: dict[str, list[SecretProviderClass]],
         injected: bool,
+        kvinjects: bool,
+    ) -> Outcome:
+        """Judge a pod's secret reads: kvinject's pods under `enforcement`, the others under
+        `not_opted_in_enforcement`, which also admits them when the cluster cannot be read (unless enforce)."""
+        judge = self.judge if kvinjects else self.others
+        try:
+            ns = await self.lookups.namespace(request.namespace)
+        except Denial as denial:
+            if not kvinjects and unjudged(judge.default, denial):
+                return not_judged(request, denial)
+            raise
+        mode, warnings = judge.mode(ns)
+        try:
+            return await self._judge_in(request, pod, volumes, synced, injected, judge, (ns, mode, warnings))
+        except Denial as denial:
+            if not kvinjects and unjudged(mode, denial):
+                return not_judged(request, denial)
+            raise
+
+    async def _judge_in(
+        self,
+        request: review.Request,
+        pod: dict[str, Any],
+        volumes: list[podrefs.CsiVolume],
+        synced: dict[str, list[SecretProviderClass]],
+        injected: bool,
+        judge: Judge,
+        where: tuple[Namespace | None, Enforcement, list[str]],
     ) -> Outcome:
         namespace = request.namespace
-        ns = await self.lookups.namespace(namespace)
-        mode, warnings = self.judge.mode(ns)
+        ns, mode, warnings = where
         try:
             sa_name, account, who = await self.lookups.identity(namespace, pod)
         except Denial as denial:
             if denial.reason != "identity":
                 raise
-            verdict = self.judge.findings("validate", mode, "identity", [denial.message], {})
-            return Outcome(review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit), "allowed")
+            verdict = judge.findings("validate", mode, "identity", [denial.message], {})
+            return Outcome(
+                review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+                "allowed",
+                would_deny=verdict.would_deny,
+            )
 
         findings: list[tuple[str, str]] = []
         generated: dict[str, SecretProviderClass] = {}
@@ -206,7 +253,7 @@ class Validator:
 
         audit = {"service-account": f"{namespace}/{sa_name}", "client-id": who.client_id}
         reason = findings[0][0] if findings else "allowed"
-        verdict = self.judge.findings("validate", mode, reason, [f for _, f in findings], audit)
+        verdict = judge.findings("validate", mode, reason, [f for _, f in findings], audit)
         log.debug(
             "validated uid=%s namespace=%s %s decision=%s",
             request.uid,
@@ -214,7 +261,11 @@ class Validator:
             describe_pod(pod),
             verdict.audit["decision"],
         )
-        return Outcome(review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit), "allowed")
+        return Outcome(
+            review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+            "allowed",
+            would_deny=verdict.would_deny,
+        )
 
     async def _check_volume(
         self,
@@ -271,3 +322,15 @@ class Validator:
                 )
             )
         return findings
+
+
+def unjudged(mode: Enforcement, denial: Denial) -> bool:
+    """The cluster could not be read for what is not kvinject's: outside enforce, admit it, as the webhook's
+    failurePolicy Ignore does while kvinject cannot be reached."""
+    return mode is not Enforcement.ENFORCE and denial.reason == "cluster"
+
+
+def not_judged(request: review.Request, denial: Denial) -> Outcome:
+    log.warning("not judged uid=%s namespace=%s: %s", request.uid, request.namespace, denial.message)
+    audit = {"decision": "not-judged", "reason": denial.message[:1024]}
+    return Outcome(review.allowed(request.uid, audit=audit), "allowed", "not-judged")

@@ -13,6 +13,8 @@ import httpx
 from tests.harness.pki import ServesTls, loopback
 from tests.harness.process import Process, free_port
 
+NOT_OPTED_IN = "KVINJECT_NOT_OPTED_IN_ENFORCEMENT"
+
 
 class ServeProcess(ServesTls, Process):
     """`kvinject serve` on 127.0.0.1 with its own CA; `source` is --cluster FILE or --kubeconfig FILE.
@@ -49,7 +51,8 @@ class ServeProcess(ServesTls, Process):
             "kvinject",
             args,
             workdir / "kvinject.log",
-            env={**inherited, **level, **(env or {})},
+            # Hand-written pods are judged with enforce, as the bypass tests expect, unless a test says otherwise.
+            env={NOT_OPTED_IN: "enforce", **inherited, **level, **(env or {})},
             cwd=cwd,
             readiness=f"{probe} 200",
         )

@@ -79,11 +79,12 @@ class KubeCluster(Cluster):
         query: list[tuple[str, Any]] | None = None,
         body: Any = None,
         timeout: Any = None,
+        content_type: str = "application/json",
     ) -> Any:
         """One API call; returns the urllib3 response (status unchecked, body unread)."""
         headers = {"Accept": "application/json"}
         if body is not None:
-            headers["Content-Type"] = "application/json"
+            headers["Content-Type"] = content_type
         _, url, headers, body, _ = self._api.param_serialize(
             method,
             path,
@@ -169,6 +170,29 @@ class KubeCluster(Cluster):
 
     async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
         return await asyncio.to_thread(self._token, namespace, name, audience, seconds)
+
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        path = f"/api/v1/namespaces/{namespace}/events"
+        try:
+            resp = self._request("POST", path, body=event)
+            data = resp.data
+        except Exception as exc:
+            raise ClusterError(f"could not create an Event in {namespace}: {type(exc).__name__}") from None
+        if resp.status not in (200, 201, 409):
+            raise ClusterError(f"could not create an Event in {namespace}: HTTP {resp.status} {_message(data)}")
+
+    def update_event(self, namespace: str, name: str, changes: dict[str, Any]) -> bool:
+        path = f"/api/v1/namespaces/{namespace}/events/{name}"
+        try:
+            resp = self._request("PATCH", path, body=changes, content_type="application/merge-patch+json")
+            data = resp.data
+        except Exception as exc:
+            raise ClusterError(f"could not update Event {namespace}/{name}: {type(exc).__name__}") from None
+        if resp.status == 404:
+            return False
+        if resp.status != 200:
+            raise ClusterError(f"could not update Event {namespace}/{name}: HTTP {resp.status} {_message(data)}")
+        return True
 
     # -- informers -------------------------------------------------------------
     def ready(self) -> bool:

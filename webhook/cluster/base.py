@@ -139,6 +139,23 @@ class Cluster(ABC):
         """A short-lived token for a ServiceAccount (TokenRequest); never logged or stored."""
         raise ClusterError("minting ServiceAccount tokens needs the Kubernetes API (not a --cluster file)")
 
+    def create_event(self, namespace: str, event: dict[str, Any]) -> None:
+        """Write a new Event (webhook/cluster/events.py calls this off the event loop); a file source logs it."""
+        log.info(
+            "event %s %s on %s %s/%s: %s",
+            event.get("type"),
+            event.get("reason"),
+            event["involvedObject"].get("kind"),
+            namespace,
+            event["involvedObject"].get("name"),
+            event.get("message"),
+        )
+
+    def update_event(self, namespace: str, name: str, changes: dict[str, Any]) -> bool:
+        """Merge `changes` (count, lastTimestamp) into an Event; False if it is gone."""
+        log.info("event %s/%s repeated: %s", namespace, name, changes)
+        return True
+
     async def ensure_provider_class(self, obj: dict[str, Any]) -> SecretProviderClass | None:
         """Create a generated SecretProviderClass unless one of that name exists.
 
