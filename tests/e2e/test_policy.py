@@ -87,13 +87,13 @@ def test_hand_written_csi_volume_is_validated(
         apply_docs(control_plane, [doc])
     else:  # refused when written now; as classes written before kvinject was installed, judged at the pod
         refused = control_plane.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
-        assert 'admission webhook "validate-classes.kvinject.io" denied the request' in refused.stderr
+        assert 'admission webhook "validate-classes-others.kvinject.io" denied the request' in refused.stderr
         assert message in refused.stderr
         with class_webhook_removed(control_plane):
             apply_docs(control_plane, [doc])
     result = create(control_plane, hand_written_pod(namespace, {"volumes": [csi("hand-written")]}), check=False)
     assert result.returncode != 0
-    assert 'admission webhook "validate.kvinject.io" denied the request' in result.stderr
+    assert 'admission webhook "validate-others.kvinject.io" denied the request' in result.stderr
     assert message in result.stderr
 
 

@@ -27,8 +27,9 @@ def test_cluster_role_is_the_minimum() -> None:
         (("",), ("namespaces",)): ["get", "list", "watch"],
         (("secrets-store.csi.x-k8s.io",), ("secretproviderclasses",)): ["create", "get", "list", "watch"],
         (("kvinject.io",), ("secretaccesspolicies",)): ["get", "list", "watch"],
+        (("",), ("events",)): ["create", "patch"],
     }
-    # No secrets, no pods, no wildcards, no update/patch/delete anywhere.
+    # No secrets, no pods, no wildcards, no update/delete anywhere; patch only for its own events' counts.
     text = (BASE / "rbac.yaml").read_text()
     assert '"*"' not in text and 'secrets"' not in text.replace("secretproviderclasses", "")
 
@@ -78,8 +79,34 @@ def test_webhook_configurations() -> None:
     )
     assert hook["timeoutSeconds"] <= 10 and hook["admissionReviewVersions"] == ["v1"]
     (validating,) = load("validatingwebhook.yaml")
-    (vhook,) = validating["webhooks"]
-    assert vhook["sideEffects"] == "None" and vhook["failurePolicy"] == "Fail" and vhook["matchConditions"]
+    ours, others = validating["webhooks"]
+    assert (ours["name"], ours["failurePolicy"]) == ("validate.kvinject.io", "Fail")
+    # Audit-first: what is not kvinject's fails open until the platform enforces (docs/rollout.md).
+    assert (others["name"], others["failurePolicy"]) == ("validate-others.kvinject.io", "Ignore")
+    for hook in (ours, others):
+        assert hook["sideEffects"] == "None" and hook["rules"] == ours["rules"]
+    # The two entries split one set: the second takes exactly what the first does not.
+    (kvinject_pod,) = ours["matchConditions"]
+    not_kvinject, relevant = others["matchConditions"]
+    assert " ".join(not_kvinject["expression"].split()) == f"!( {' '.join(kvinject_pod['expression'].split())} )"
+    assert "k.startsWith('kvinject.io/')" in relevant["expression"]  # annotations without the label: warned
+    (classes,) = load("classwebhook.yaml")
+    ours, others = classes["webhooks"]
+    assert [ours["name"], ours["failurePolicy"], others["name"], others["failurePolicy"]] == [
+        "validate-classes.kvinject.io",
+        "Fail",
+        "validate-classes-others.kvinject.io",
+        "Ignore",
+    ]
+    assert ours["matchConditions"][0] == others["matchConditions"][0]  # Azure classes only
+    assert others["matchConditions"][1]["expression"] == f"!({ours['matchConditions'][1]['expression']})"
+
+
+def test_deployment_names_the_rollout_setting() -> None:
+    (deployment,) = load("deployment.yaml")
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["KVINJECT_NOT_OPTED_IN_ENFORCEMENT"] == "audit"
 
 
 def test_token_permission_only_in_the_live_verification_overlay() -> None:
