@@ -125,7 +125,8 @@ def alice_creates(cp: ControlPlane, doc: dict[str, Any]) -> subprocess.Completed
     return as_user(cp, ALICE, "create", "-o", "json", doc=doc)
 
 
-def denied(result: subprocess.CompletedProcess[str], webhook: str = "validate") -> str:
+def denied(result: subprocess.CompletedProcess[str], webhook: str = "validate-others") -> str:
+    """Refused by kvinject: hand-written objects by validate-others.kvinject.io (webhook/rollout.py)."""
     assert result.returncode != 0, result.stdout[:300]
     assert f'admission webhook "{webhook}.kvinject.io" denied the request' in result.stderr, result.stderr
     return result.stderr
@@ -265,7 +266,7 @@ def test_a_hand_written_kvinject_fetch_container(control_plane: ControlPlane, te
         "command": ["kvinject", "fetch"],
         "env": [{"name": "KVINJECT_OBJECTS", "value": objects}, {"name": "AZURE_CLIENT_ID", "value": BILLING}],
     }
-    message = denied(alice_creates(cp, pod(team, initContainers=[fetch])))
+    message = denied(alice_creates(cp, pod(team, initContainers=[fetch])), "validate")
     assert "the pod carries kvinject's init container kvinject-fetch but kvinject did not inject it" in message
 
 
