@@ -19,6 +19,7 @@ import yaml
 
 from tests.harness import (
     CLIENT_ID,
+    MANIFESTS,
     TENANT_ID,
     Binaries,
     ControlPlane,
@@ -38,6 +39,7 @@ from tests.harness.kube import answered
 from webhook.names import EVENT_DENIED, EVENT_IGNORED, EVENT_WOULD_DENY
 
 NOT_OPTED_IN = "KVINJECT_NOT_OPTED_IN_ENFORCEMENT"
+ENFORCE_ALL = MANIFESTS / "overlays" / "enforce-all"
 NODE_IDENTITY = "reads with the node's managed identity (useVMManagedIdentity), which is not allowed"
 OBJECTS = "array:\n  - |\n    objectName: db\n    objectType: secret\n"
 
@@ -322,15 +324,17 @@ def test_a_namespace_labelled_enforce_denies_its_violating_pods(installed: Insta
 
 
 def test_the_server_setting_enforces_everywhere(installed: Installed, tmp_path: Path) -> None:
-    """As docs/rollout.md's last step: KVINJECT_NOT_OPTED_IN_ENFORCEMENT=enforce, and failurePolicy Fail."""
+    """docs/rollout.md's last step, manifests/overlays/enforce-all: KVINJECT_NOT_OPTED_IN_ENFORCEMENT=enforce, and
+    the webhooks for what is not kvinject's fail closed."""
     cp, team = installed.cp, installed.team
-    env = {"KVINJECT_TENANT_ID": TENANT_ID, NOT_OPTED_IN: "enforce"}
+    overlay = [d for d in yaml.safe_load_all(cp.kubectl("kustomize", str(ENFORCE_ALL)).stdout) if d]
+    ((container,),) = [d["spec"]["template"]["spec"]["containers"] for d in pick(overlay, "Deployment")]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env[NOT_OPTED_IN] == "enforce"
     kubeconfig = service_account_kubeconfig(cp, tmp_path / "kubeconfig", "kvinject", "kvinject")
-    with KvinjectServer(tmp_path / "kvinject", kubeconfig, env) as enforcing:
-        configs = webhook_configurations(rendered_manifests(cp), enforcing.url, enforcing.ca_bundle)
-        for config in configs:
-            for hook in config["webhooks"]:
-                hook["failurePolicy"] = "Fail"
+    with KvinjectServer(tmp_path / "kvinject", kubeconfig, {"KVINJECT_TENANT_ID": TENANT_ID, **env}) as enforcing:
+        configs = webhook_configurations(overlay, enforcing.url, enforcing.ca_bundle)
+        assert {h["failurePolicy"] for c in configs for h in c["webhooks"]} == {"Fail"}
         apply_docs(cp, configs)
         try:
             violating_pod_refused(cp, team)
@@ -338,7 +342,7 @@ def test_the_server_setting_enforces_everywhere(installed: Installed, tmp_path: 
             assert created.stdout.startswith("pod/")
         finally:
             apply_docs(cp, installed.configs)
-            # Back to the audit server: the violating pod is admitted again.
+            # Back to the audit-first kvinject: the violating pod is admitted again.
             wait_for(
                 lambda: dry_run(cp, pod(team, pod_spec("node-spc"))).returncode == 0,
                 "the audit-first kvinject again",
