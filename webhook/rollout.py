@@ -5,7 +5,7 @@ volumes, Secret readers, Azure classes of their own) with `not_opted_in_enforcem
 installing kvinject denies nothing that ran before it. The shipped ValidatingWebhookConfiguration routes the
 same two sets to two webhooks (validate.kvinject.io, failurePolicy Fail; validate-others.kvinject.io, Ignore in
 the audit-first default) with matchConditions written after these functions: keep them in step
-(tests/unit/test_rollout.py reads the manifests' expressions against them on the same table of pods).
+(tests/e2e/test_rollout.py sends the same kinds of pods through the real apiserver to tell them apart).
 """
 
 from __future__ import annotations
