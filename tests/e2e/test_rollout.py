@@ -29,6 +29,7 @@ from tests.harness import (
     apply_docs,
     dry_run,
     get_json,
+    hygiene,
     pick,
     rendered_manifests,
     service_account_kubeconfig,
@@ -218,6 +219,8 @@ def installed(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) 
         yield result
         server.stop()
         assert "Traceback" not in server.logs()
+        # kvinject's events on this control plane hold names only (the session's hygiene scan covers its own).
+        assert not hygiene.leaks("events", cp.kubectl("get", "events", "-A", "-o", "json").stdout)
 
 
 def test_no_creation_failed_before_while_or_after_installing(installed: Installed) -> None:

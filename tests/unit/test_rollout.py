@@ -112,6 +112,16 @@ def test_events_go_to_the_pods_controller() -> None:
     )
 
 
+def test_a_pod_getting_ephemeral_containers_is_named_itself() -> None:
+    running = pod()
+    running["metadata"].update(name="api-7d9f8c6b5-abcde", uid="u3")
+    raw = admission_review(running, operation="UPDATE")
+    raw["request"]["subResource"] = "ephemeralcontainers"
+    assert involved_in(review.decode_review(orjson.dumps(raw))) == Involved(
+        "v1", "Pod", "api-7d9f8c6b5-abcde", "payments", "u3"
+    )
+
+
 def test_a_bare_pod_is_named_itself_with_its_uid_when_the_request_has_one() -> None:
     bare = pod()
     bare["metadata"] = {"name": "manual", "uid": "u1"}
@@ -210,3 +220,16 @@ def test_messages_are_bounded() -> None:
     recorder.record(Notice(RS, "KvinjectDenied", "x" * 5000))
     asyncio.run(recorder.flush())
     assert len(cluster.created[0]["message"]) == 1024
+
+
+def test_what_is_pending_at_shutdown_is_written() -> None:
+    cluster = Recording()
+
+    async def serve_briefly() -> None:
+        recorder = EventRecorder(cluster, Metrics(), "replica-a", interval=3600)  # the loop never flushes here
+        recorder.start()
+        recorder.record(Notice(RS, "KvinjectDenied", "m"))
+        await recorder.stop()
+
+    asyncio.run(serve_briefly())
+    assert [e["message"] for e in cluster.created] == ["m"]

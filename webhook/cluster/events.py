@@ -55,13 +55,13 @@ def involved_in(request: Request) -> Involved | None:
     """Whom an event about this request goes to: a pod's controller (a ReplicaSet, Job, StatefulSet, DaemonSet:
     a pod being created does not exist yet, and a denied one never will), else the object itself by name (with
     its uid when the request carries one: a bare pod's event shows in `kubectl get events`, and once admitted in
-    `kubectl describe`)."""
+    `kubectl describe`); a pod getting ephemeral containers is named itself."""
     obj = request.object
     if obj is None or not request.namespace:
         return None
     meta = obj.get("metadata")
     meta = meta if isinstance(meta, dict) else {}
-    if request.kind == "Pod":
+    if request.kind == "Pod" and request.operation == "CREATE":  # an ephemeral container's pod exists: itself
         owners = [o for o in meta.get("ownerReferences") or [] if isinstance(o, dict) and o.get("name")]
         owner = next((o for o in owners if o.get("controller") is True), owners[0] if owners else None)
         if owner is not None:
@@ -192,4 +192,6 @@ class EventRecorder:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        await self.flush()  # best effort: what is pending at shutdown
+        # Best effort, bounded: what is pending at shutdown must not hold the exit when the API does not answer.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.flush(), self.interval * 2)
