@@ -21,6 +21,7 @@ from tests.harness import (
     provider_classes,
     wait_for,
 )
+from tests.harness.kube import answered
 from webhook.providers.azure import provider_view
 
 
@@ -163,15 +164,18 @@ def admissions(server: KvinjectServer) -> float:
 
 def test_selectors_keep_other_pods_away(control_plane: ControlPlane, namespace: str, kvinject: KvinjectServer) -> None:
     before = admissions(kvinject)
+    mutated, validated = answered(kvinject, "mutate"), answered(kvinject, "validate")
     unlabelled = pod_manifest(namespace, {K + "secret-db": "x-kv/db"})
     unlabelled["metadata"]["labels"] = {}
     stored = create(control_plane, unlabelled)
     assert K + "status" not in stored["metadata"]["annotations"]
+    # Never mutated; validated once, only to warn that its kvinject annotations do nothing (docs/rollout.md).
+    assert (answered(kvinject, "mutate"), answered(kvinject, "validate")) == (mutated, validated + 1)
     system = pod_manifest("kube-system", {K + "secret-db": "x-kv/db"}, serviceAccountName="default")
     stored = create(control_plane, system)
     assert K + "status" not in stored["metadata"]["annotations"]
     control_plane.kubectl("delete", "pod", stored["metadata"]["name"], "-n", "kube-system", "--wait=false")
-    assert admissions(kvinject) == before
+    assert admissions(kvinject) == before + 1
 
 
 def test_cache_sees_new_and_changed_service_accounts(control_plane: ControlPlane, namespace: str) -> None:
