@@ -319,8 +319,16 @@ def test_a_namespace_labelled_enforce_denies_its_violating_pods(installed: Insta
             ]
 
         wait_for(failed_create, "the ReplicaSet's FailedCreate naming kvinject's denial")
-        denied = wait_for(lambda: events(cp, team, EVENT_DENIED), "kvinject's KvinjectDenied event")
-        assert denied[0]["involvedObject"]["kind"] == "ReplicaSet" and NODE_IDENTITY in denied[0]["message"]
+
+        # (the bare pod refused above has one too, on the pod by name: it never existed)
+        def on_the_replicaset() -> list[dict[str, Any]]:
+            found = events(cp, team, EVENT_DENIED)
+            return [e for e in found if e["involvedObject"]["kind"] == "ReplicaSet" and NODE_IDENTITY in e["message"]]
+
+        (denied, *_) = wait_for(on_the_replicaset, "kvinject's KvinjectDenied event on the ReplicaSet")
+        assert denied["involvedObject"]["name"].startswith("legacy-") and denied["source"]["component"] == "kvinject"
+        on_the_pod = [e for e in events(cp, team, EVENT_DENIED) if e["involvedObject"]["kind"] == "Pod"]
+        assert on_the_pod and all(NODE_IDENTITY in e["message"] for e in on_the_pod)
     finally:
         scale(cp, team, "legacy", 3)
         cp.kubectl("label", "namespace", team, f"{K}enforcement-")
