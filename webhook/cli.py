@@ -3,30 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
-import copy
 import logging
 import sys
-import uuid
 from pathlib import Path
-from typing import Any
 
-import jsonpatch
-import orjson
-import yaml
 from pydantic import ValidationError
 
-from webhook import certs, review
-from webhook.cluster import Cluster, ClusterError, load
-from webhook.mutation import Mutator
+from webhook import certs
+from webhook.cluster import ClusterError, load
+from webhook.commands import mutate
+from webhook.commands.common import EXIT_ALLOWED, EXIT_UNUSABLE
 from webhook.settings import Settings
-from webhook.workloads import pod_from_template, template_of
-
-EXIT_ALLOWED, EXIT_DENIED, EXIT_UNUSABLE = 0, 1, 2
-
-
-class Unusable(Exception):
-    """Input the command cannot work with (exit 2)."""
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -75,121 +62,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED
 
 
-def _requests(docs: list[Any]) -> list[tuple[int, review.Request]]:
-    """One admission request per pod-carrying document, with its index in `docs`."""
-    result = []
-    for i, doc in enumerate(docs):
-        if not isinstance(doc, dict):
-            raise Unusable(f"document {i + 1} is not an object")
-        kind = doc.get("kind")
-        if kind == "AdmissionReview":
-            try:
-                result.append((i, review.decode_review(orjson.dumps(doc))))
-            except review.MalformedReview as exc:
-                raise Unusable(f"document {i + 1}: {exc}") from None
-            continue
-        if kind == "Pod":
-            pod = doc
-        else:
-            template = template_of(doc)
-            if template is None:
-                continue
-            pod = pod_from_template(template, str((doc.get("metadata") or {}).get("name") or ""))
-        namespace = (doc.get("metadata") or {}).get("namespace") or "default"
-        uid = str(uuid.uuid4())
-        raw = {
-            "uid": uid,
-            "kind": {"group": "", "version": "v1", "kind": "Pod"},
-            "operation": "CREATE",
-            "namespace": namespace,
-            "object": pod,
-            "dryRun": True,
-        }
-        result.append(
-            (
-                i,
-                review.Request(
-                    uid=uid,
-                    kind="Pod",
-                    group="",
-                    operation="CREATE",
-                    namespace=namespace,
-                    sub_resource="",
-                    dry_run=True,
-                    object=pod,
-                    raw=raw,
-                ),
-            )
-        )
-    if not result:
-        raise Unusable("no Pod, workload (Deployment, StatefulSet, DaemonSet, Job, CronJob) or AdmissionReview found")
-    return result
-
-
-def _mutated(doc: dict[str, Any], request: review.Request, ops: list[dict[str, Any]]) -> Any:
-    if doc.get("kind") == "AdmissionReview":
-        doc = {"kind": "Pod", "apiVersion": "v1", **(request.object or {})}
-    pod = request.object if doc.get("kind") != "Pod" else doc
-    patched = jsonpatch.apply_patch(pod, ops)
-    if doc.get("kind") in ("Pod", None):
-        return patched
-    result = copy.deepcopy(doc)
-    template = template_of(result)
-    assert template is not None
-    patched["metadata"].pop("generateName", None)
-    if "generateName" in (template.get("metadata") or {}):
-        patched["metadata"]["generateName"] = template["metadata"]["generateName"]
-    template["metadata"], template["spec"] = patched["metadata"], patched["spec"]
-    return result
-
-
-class _Dumper(yaml.SafeDumper):
-    """Multi-line strings (the SecretProviderClass `objects` parameter) in block style."""
-
-
-def _str_presenter(dumper: yaml.SafeDumper, data: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in data else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", data, style=style)
-
-
-_Dumper.add_representer(str, _str_presenter)
-
-
-def dump_yaml(docs: list[Any]) -> str:
-    return yaml.dump_all(docs, Dumper=_Dumper, sort_keys=False)
-
-
 def cmd_mutate(args: argparse.Namespace) -> int:
     _configure_logging("WARNING")
-    try:
-        text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-        requests = _requests(docs)
-        settings = _settings(args)
-        cluster: Cluster = load(settings.cluster_file, settings.kubeconfig)
-    except (OSError, yaml.YAMLError, Unusable, ClusterError) as exc:
-        print(f"kvinject: unusable input: {exc}", file=sys.stderr)
-        return EXIT_UNUSABLE
-
-    mutator = Mutator(settings, cluster)
-    out: list[Any] = list(docs)
-    classes: list[dict[str, Any]] = []
-    status = EXIT_ALLOWED
-    for index, request in requests:
-        outcome = asyncio.run(mutator.mutate(request))
-        response = outcome.response["response"]
-        if not response["allowed"]:
-            print(response["status"]["message"], file=sys.stderr)
-            status = EXIT_DENIED
-            continue
-        for warning in response.get("warnings", []):
-            print(f"warning: {warning}", file=sys.stderr)
-        out[index] = outcome.ops if args.patch else _mutated(docs[index], request, outcome.ops)
-        if outcome.provider_class is not None and outcome.provider_class not in classes:
-            classes.append(outcome.provider_class)
-    if status == EXIT_ALLOWED:
-        sys.stdout.write(dump_yaml(out + classes))
-    return status
+    # A preview judges policy only: live verification would request tokens (a write).
+    return mutate.run(args.file, _settings(args).model_copy(update={"live_verify": False}), args.patch)
 
 
 def cmd_certs(args: argparse.Namespace) -> int:
