@@ -166,7 +166,7 @@ async def _judge(mutator: Mutator, found: list[Target], patch: bool) -> tuple[Re
 def _replace(docs: list[Any], out: dict[int, Any], patch: bool) -> list[Any]:
     """The input with every judged object swapped for its output, Lists item by item (with --patch, one patch
     of the whole List)."""
-    result = []
+    result: list[Any] = []
     for doc in docs:
         if isinstance(doc, dict) and is_list(doc):
             if patch:
