@@ -84,7 +84,9 @@ class KubeCluster(Cluster):
         return str(self._api.configuration.host)
 
     def _unreachable(self, exc: Exception) -> ClusterError:
-        return ClusterError(f"cannot reach the Kubernetes API at {self.server}: {type(exc).__name__}")
+        # urllib3 wraps the cause (refused, DNS, TLS); its text names the host, never a credential.
+        cause = getattr(exc, "reason", None) or exc
+        return ClusterError(f"cannot reach the API server at {self.server}: {str(cause)[:300] or type(cause).__name__}")
 
     # -- one-shot reads (the CLI) -------------------------------------------------
     def load_once(self) -> None:
