@@ -34,6 +34,7 @@ from tests.harness import (
     pod_manifest,
     provider_classes,
     service_account_kubeconfig,
+    wait_for,
 )
 
 REPORT_DOC = ROOT / "docs" / "report.md"
@@ -142,6 +143,24 @@ def mixed_namespace(control_plane: ControlPlane, kvinject: KvinjectServer) -> It
             ],
         )
         foreign = create(cp, hand_written_pod(ns, {"volumes": [csi("team-b")]}))
+        # A controller's pod, which the report names with its owner.
+        legacy = {
+            "metadata": {"labels": {"app": "legacy"}},
+            "spec": hand_written_pod(ns, {"volumes": [csi("team-b")]})["spec"],
+        }
+        apply_docs(
+            cp,
+            [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "metadata": {"name": "legacy", "namespace": ns},
+                    "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "legacy"}}, "template": legacy},
+                }
+            ],
+        )
+        wait_for(lambda: get_json(cp, "pods", "-n", ns, "-l", "app=legacy")["items"], "the Deployment's pod")
+        (made,) = get_json(cp, "pods", "-n", ns, "-l", "app=legacy")["items"]
         unlabelled = pod_manifest(ns, {K + "secret-db": "shape-kv/db"})
         unlabelled["metadata"]["labels"] = {K + "inject": "yes"}
         ignored = create(cp, unlabelled)
@@ -150,6 +169,8 @@ def mixed_namespace(control_plane: ControlPlane, kvinject: KvinjectServer) -> It
         "allowed": allowed["metadata"]["name"],
         "foreign": foreign["metadata"]["name"],
         "ignored": ignored["metadata"]["name"],
+        "legacy": made["metadata"]["name"],
+        "legacy-owner": f"ReplicaSet/{made['metadata']['ownerReferences'][0]['name']}",
     }
     cp.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
@@ -172,38 +193,47 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["kind"] == "ImpactReport" and report["namespace"] == ns
-    assert report["checked"] == {"pods": 3, "secretProviderClasses": 3}  # with the generated class
+    assert report["checked"] == {"pods": 4, "secretProviderClasses": 3}  # with the generated class
     rows = {(f["kind"], f["name"]): f for f in report["findings"]}
     assert set(rows) == {
         ("Pod", mixed_namespace["foreign"]),
+        ("Pod", mixed_namespace["legacy"]),
         ("Pod", mixed_namespace["ignored"]),
         ("SecretProviderClass", "node-identity"),
     }
     foreign = rows[("Pod", mixed_namespace["foreign"])]
     assert (foreign["effect"], foreign["mode"], foreign["reason"]) == ("deny", "enforce", "provider-class")
     assert f"reads as client id {OTHER_CLIENT}, not {CLIENT_ID}" in foreign["message"]
+    assert foreign["owner"] == ""
+    legacy = rows[("Pod", mixed_namespace["legacy"])]
+    assert (legacy["effect"], legacy["reason"], legacy["owner"]) == (
+        "deny",
+        "provider-class",
+        mixed_namespace["legacy-owner"],
+    )
     node = rows[("SecretProviderClass", "node-identity")]
     assert node["effect"] == "deny" and "useVMManagedIdentity" in node["message"]
     ignored = rows[("Pod", mixed_namespace["ignored"])]
     assert (ignored["effect"], ignored["reason"]) == ("warning", "not-opted-in")
     assert f'{K}inject="yes", not "true"' in ignored["message"]
-    assert report["summary"] == {"deny": 2, "would-deny": 0, "warning": 1}
+    assert report["summary"] == {"deny": 3, "would-deny": 0, "warning": 1}
 
     table = kvinject_cli("report", "-n", ns, *kubeconfig)
     assert table.returncode == 1, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAMESPACE", "KIND", "NAME", "OWNER", "EFFECT", "REASON", "MESSAGE"]
     assert any(mixed_namespace["foreign"] in line and "deny (enforce)" in line for line in lines[1:])
+    assert any(mixed_namespace["legacy-owner"] in line for line in lines[1:])
     assert mixed_namespace["allowed"] not in table.stdout
     assert (
         lines[-1]
-        == "checked 3 pods and 3 SecretProviderClasses: 2 denied, 0 would be denied when enforcing, 1 warnings"
+        == "checked 4 pods and 3 SecretProviderClasses: 3 denied, 0 would be denied when enforcing, 1 warnings"
     )
 
     # Judged as if auditing: the same findings, none denied today.
     audited = kvinject_cli("report", "-n", ns, "--enforcement", "audit", "-o", "json", *kubeconfig)
     assert audited.returncode == 0, audited.stderr
-    assert json.loads(audited.stdout)["summary"] == {"deny": 0, "would-deny": 2, "warning": 1}
+    assert json.loads(audited.stdout)["summary"] == {"deny": 0, "would-deny": 3, "warning": 1}
 
     # Cluster-wide, the namespace's findings are among everything else's.
     everywhere = kvinject_cli("report", "-o", "json", env={"KUBECONFIG": str(reader_kubeconfig)})

@@ -52,6 +52,7 @@ class KubeCluster(Cluster):
         super().__init__()
         self._api = api_client
         self._read_only = read_only  # the CLI's previews and reports: never write to the API
+        self.absent: list[str] = []  # optional kinds whose API is not installed (load_once)
         self._resources = resources
         self._timeout = timeout
         self._synced = {r.kind: threading.Event() for r in resources}
@@ -97,11 +98,13 @@ class KubeCluster(Cluster):
         """
         for resource in self._resources:
             try:
-                self._list(resource)
+                listed = self._list(resource)
             except ClusterError:
                 raise
             except Exception as exc:  # urllib3's connection errors
                 raise self._unreachable(exc) from None
+            if listed is None:
+                self.absent.append(resource.kind)
             self._synced[resource.kind].set()
 
     def list_objects(self, path: str, what: str) -> list[dict[str, Any]] | None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from webhook.cluster import Cluster, load
 from webhook.settings import Settings
 
@@ -17,4 +19,13 @@ def open_cluster(settings: Settings) -> Cluster:
     created, no token requested). Raises ClusterError when it cannot be read."""
     cluster = load(settings.cluster_file, settings.kubeconfig, read_only=True)
     cluster.load_once()
+    for kind in getattr(cluster, "absent", []):
+        consequence = _ABSENT.get(kind, "")
+        print(f"kvinject: note: the {kind} API is not installed{consequence}", file=sys.stderr)
     return cluster
+
+
+_ABSENT = {
+    "SecretAccessPolicy": ": no policy grants anything, so every kvinject pod is denied",
+    "SecretProviderClass": " (the Secrets Store CSI driver's CRD)",
+}

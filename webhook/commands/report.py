@@ -187,8 +187,6 @@ def cluster_objects(
     classes = cluster.list_objects(
         _path(f"/apis/{names.CLASS_API_VERSION}", "secretproviderclasses", namespace), names.CLASS_KIND
     )
-    if classes is None:
-        print("kvinject: the SecretProviderClass API is not installed: no classes to judge", file=sys.stderr)
     for pod in pods:
         pod.setdefault("kind", "Pod")
     return pods, [{"kind": names.CLASS_KIND, "apiVersion": names.CLASS_API_VERSION, **c} for c in classes or []]
