@@ -65,11 +65,12 @@ def test_patch_applies_to_the_workload_as_given(tmp_path: Path, kind: str) -> No
 
 @pytest.mark.parametrize(
     ("kind", "group", "said"),
-    [("Deployment", "apps", "an AdmissionReview of a Deployment (apps)"), ("Secret", "", "of a Secret")],
-    ids=["deployment-review", "secret-review"],
+    [("Deployment", "apps", "an AdmissionReview of a Deployment (apps)"), ("ConfigMap", "", "of a ConfigMap")],
+    ids=["deployment-review", "configmap-review"],
 )
 def test_review_of_another_kind_is_unusable(kind: str, group: str, said: str) -> None:
-    review = admission_review(workload("Deployment") if kind == "Deployment" else {"metadata": {}}, kind=kind)
+    configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"a": "b"}}
+    review = admission_review(workload("Deployment") if kind == "Deployment" else configmap, kind=kind)
     review["request"]["kind"]["group"] = group
     result = kvinject("mutate", "-", "--cluster", CLUSTER, stdin=orjson.dumps(review).decode())
     assert result.returncode == 2, result.stderr
