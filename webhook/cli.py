@@ -1,4 +1,4 @@
-"""`kvinject serve | mutate | certs | fetch`: the command line."""
+"""`kvinject serve | mutate | report | certs | fetch`: the command line (the commands live in webhook.commands)."""
 
 from __future__ import annotations
 
