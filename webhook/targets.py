@@ -1,0 +1,168 @@
+"""Which containers kvinject injects into, and the record of them it leaves on the pod.
+
+The default targets are the containers present when kvinject first injects a pod. kvinject records their names
+in `kvinject.io/injected-containers`; from then on (a reinvocation after a later webhook changed the pod, and
+/validate on the final pod) the record, not the pod's current containers, is the default. A container another
+webhook adds later gets nothing unless `kvinject.io/containers` names it, and one that carries kvinject's volume
+or env without being a target is a finding.
+
+Three states, from the pod itself:
+- first injection: no record, or no kvinject volume yet: targets are the named containers, else every container
+  in spec.containers; their names are to be recorded;
+- recorded: the record (trusted only beside kvinject's status, see `contract`) plus the named containers; a
+  recorded container must already mount kvinject's volume, so a record widened after the fact is caught;
+- legacy: injected by a kvinject that kept no record (an upgrade in progress, or the record removed): the
+  containers that mount kvinject's volume plus the named ones; nothing is recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from webhook import contract
+from webhook.names import CONTAINERS, INIT_CONTAINER, INJECTED_CONTAINERS, STATUS, STATUS_INJECTED, VOLUME_NAME
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    path: str  # JSON pointer of the container, e.g. /spec/containers/1
+    container: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return str(self.container.get("name", ""))
+
+    def mounts_volume(self) -> bool:
+        return any(
+            isinstance(m, dict) and m.get("name") == VOLUME_NAME for m in self.container.get("volumeMounts") or []
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Selection:
+    targets: tuple[Target, ...]  # to inject into now
+    others: tuple[Target, ...]  # every other container and init container (never kvinject-fetch in mode init)
+    recorded: frozenset[str]  # targets that must mount kvinject's volume already (the trusted record)
+    record: str | None  # the value of the record to write; None when the pod has one (or is legacy)
+    pending: tuple[str, ...]  # named containers not (yet) in the pod
+    problems: tuple[str, ...]
+    known: tuple[str, ...]  # every container's name, for messages
+
+    def describe(self) -> str:
+        """The targets, as a denial names them."""
+        return ", ".join(t.name for t in self.targets) or "none"
+
+
+def _containers(pod: dict[str, Any], request: contract.InjectionRequest) -> tuple[list[Target], list[Target]]:
+    spec = pod.get("spec") or {}
+    apps = [Target(f"/spec/containers/{i}", c) for i, c in enumerate(spec.get("containers") or [])]
+    inits = [Target(f"/spec/initContainers/{i}", c) for i, c in enumerate(spec.get("initContainers") or [])]
+    if request.mode is contract.Mode.INIT:  # kvinject's own init container is never a target
+        inits = [t for t in inits if t.name != INIT_CONTAINER]
+    return apps, inits
+
+
+def _union(*lists: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(n for names in lists for n in names))
+
+
+def select(pod: dict[str, Any], request: contract.InjectionRequest) -> Selection:
+    """The targets of `request` in `pod` as it is now (pure; the pod is not modified)."""
+    apps, inits = _containers(pod, request)
+    by_name = {t.name: t for t in inits + apps}
+    named = [n for n in request.containers or () if not (request.mode is contract.Mode.INIT and n == INIT_CONTAINER)]
+    present = [n for n in named if n in by_name]
+    pending = tuple(n for n in named if n not in by_name)
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    volumes = (pod.get("spec") or {}).get("volumes") or []
+    has_volume = any(isinstance(v, dict) and v.get("name") == VOLUME_NAME for v in volumes)
+    problems: list[str] = []
+    recorded: frozenset[str] = frozenset()
+    record: str | None = None
+    if request.recorded is not None:
+        gone = [n for n in request.recorded if n not in by_name]
+        if gone:
+            problems.append(
+                f"{INJECTED_CONTAINERS} records {', '.join(gone)} as injected, but the pod has no container of"
+                " that name"
+            )
+        recorded = frozenset(n for n in request.recorded if n in by_name)
+        chosen = [by_name[n] for n in _union(request.recorded, present) if n in by_name]
+    elif has_volume and annotations.get(STATUS) == STATUS_INJECTED:
+        carriers = [t.name for t in inits + apps if t.mounts_volume()]
+        chosen = [by_name[n] for n in _union(carriers, present)]
+    else:
+        chosen = [by_name[n] for n in present] if request.containers is not None else apps
+        record = ",".join(t.name for t in chosen)
+    paths = {t.path for t in chosen}
+    return Selection(
+        targets=tuple(chosen),
+        others=tuple(t for t in inits + apps if t.path not in paths),
+        recorded=recorded,
+        record=record,
+        pending=pending,
+        problems=tuple(problems),
+        known=tuple(sorted(by_name)),
+    )
+
+
+def pending_problem(selection: Selection) -> str:
+    """Named containers missing from the final pod: a mistake in the annotation (or one a later webhook removed)."""
+    return (
+        f"{CONTAINERS}: no container named {', '.join(selection.pending)} in the pod"
+        f" (containers: {', '.join(selection.known) or 'none'})"
+    )
+
+
+def pending_warning(selection: Selection) -> list[str]:
+    """At mutation a named container may still be added by a later webhook (kvinject is called again then)."""
+    if not selection.pending:
+        return []
+    return [
+        f"{pending_problem(selection)}: kvinject injects into it if a later webhook adds it; otherwise the pod is"
+        " denied"
+    ]
+
+
+def missing_mounts(selection: Selection) -> list[str]:
+    """Recorded targets without kvinject's volume: kvinject mounted it in each at its first injection, so the record
+    was widened (or the mount removed) after the fact."""
+    return [
+        f"container {t.name!r} is recorded in {INJECTED_CONTAINERS} as injected but does not mount {VOLUME_NAME}"
+        for t in selection.targets
+        if t.name in selection.recorded and not t.mounts_volume()
+    ]
+
+
+def env_key(entry: Any) -> tuple[str, str, str] | None:
+    """An env entry read from a Secret's key, as (variable, Secret, key); None for any other entry."""
+    if not isinstance(entry, dict):
+        return None
+    source = entry.get("valueFrom")
+    ref = source.get("secretKeyRef") if isinstance(source, dict) else None
+    if not isinstance(ref, dict):
+        return None
+    return str(entry.get("name")), str(ref.get("name")), str(ref.get("key"))
+
+
+def strays(selection: Selection, env: Iterable[tuple[str, str, str]]) -> list[str]:
+    """Containers that carry kvinject's volume mount or one of its env entries (`env_key`s) without being a
+    target: a copy made by someone else (another webhook, or the pod's author without naming the container)."""
+    ours = frozenset(env)
+    found: list[str] = []
+    for other in selection.others:
+        what = []
+        if other.mounts_volume():
+            what.append(f"mounts kvinject's volume {VOLUME_NAME}")
+        copied = [str(e.get("name")) for e in other.container.get("env") or [] if ours and env_key(e) in ours]
+        if copied:
+            what.append(f"sets kvinject's env {', '.join(copied[:10])}")
+        if what:
+            found.append(
+                f"container {other.name!r} {' and '.join(what)} but is not one kvinject injects into (its targets:"
+                f" {selection.describe()}); kvinject gives its secrets to the containers present when it first"
+                f" injected the pod ({INJECTED_CONTAINERS}) and to those named by {CONTAINERS}"
+            )
+    return found
