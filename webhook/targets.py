@@ -64,47 +64,50 @@ def _containers(pod: dict[str, Any], request: contract.InjectionRequest) -> tupl
     return apps, inits
 
 
-def _union(*lists: Iterable[str]) -> list[str]:
-    return list(dict.fromkeys(n for names in lists for n in names))
-
-
 def select(pod: dict[str, Any], request: contract.InjectionRequest) -> Selection:
-    """The targets of `request` in `pod` as it is now (pure; the pod is not modified)."""
+    """The targets of `request` in `pod` as it is now (pure; the pod is not modified). Targets are chosen by name and
+    kept in the pod's order (init containers first)."""
     apps, inits = _containers(pod, request)
-    by_name = {t.name: t for t in inits + apps}
+    everyone = inits + apps
+    names = {t.name for t in everyone}
     named = [n for n in request.containers or () if not (request.mode is contract.Mode.INIT and n == INIT_CONTAINER)]
-    present = [n for n in named if n in by_name]
-    pending = tuple(n for n in named if n not in by_name)
+    present = {n for n in named if n in names}
+    pending = tuple(n for n in named if n not in names)
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     volumes = (pod.get("spec") or {}).get("volumes") or []
     has_volume = any(isinstance(v, dict) and v.get("name") == VOLUME_NAME for v in volumes)
+    legacy = request.recorded is None and has_volume and annotations.get(STATUS) == STATUS_INJECTED
     problems: list[str] = []
     recorded: frozenset[str] = frozenset()
-    record: str | None = None
     if request.recorded is not None:
-        gone = [n for n in request.recorded if n not in by_name]
+        if not has_volume:  # a record and status on a pod without kvinject's volume: written by its author
+            problems.append(
+                f"the pod carries {INJECTED_CONTAINERS} and {STATUS}: {STATUS_INJECTED} but no volume {VOLUME_NAME}:"
+                " kvinject did not inject it; remove both annotations"
+            )
+        gone = [n for n in request.recorded if n not in names]
         if gone:
             problems.append(
                 f"{INJECTED_CONTAINERS} records {', '.join(gone)} as injected, but the pod has no container of"
                 " that name"
             )
-        recorded = frozenset(n for n in request.recorded if n in by_name)
-        chosen = [by_name[n] for n in _union(request.recorded, present) if n in by_name]
-    elif has_volume and annotations.get(STATUS) == STATUS_INJECTED:
-        carriers = [t.name for t in inits + apps if t.mounts_volume()]
-        chosen = [by_name[n] for n in _union(carriers, present)]
+        recorded = frozenset(request.recorded) & names
+        wanted = recorded | present
+    elif legacy:
+        wanted = {t.name for t in everyone if t.mounts_volume()} | present
     else:
-        chosen = [by_name[n] for n in present] if request.containers is not None else apps
-        record = ",".join(t.name for t in chosen)
-    paths = {t.path for t in chosen}
+        wanted = present if request.containers is not None else {t.name for t in apps}
+    chosen = [t for t in everyone if t.name in wanted]
+    first = request.recorded is None and not legacy
+    record = ",".join(dict.fromkeys(t.name for t in chosen)) if first else None
     return Selection(
         targets=tuple(chosen),
-        others=tuple(t for t in inits + apps if t.path not in paths),
+        others=tuple(t for t in everyone if t.name not in wanted),
         recorded=recorded,
         record=record,
         pending=pending,
         problems=tuple(problems),
-        known=tuple(sorted(by_name)),
+        known=tuple(sorted(names)),
     )
 
 

@@ -210,6 +210,17 @@ def test_a_recorded_container_that_is_gone() -> None:
     )
 
 
+def test_a_record_without_kvinjects_volume_was_not_written_by_kvinject() -> None:
+    """The author of a fresh pod writes kvinject's status and an empty record: nothing is taken as injected."""
+    pod = pod_with({**CSI, **INJECTED, INJECTED_CONTAINERS: ""}, [container("app")])
+    assert targets.select(pod, request_of(pod)).problems == (
+        f"the pod carries {INJECTED_CONTAINERS} and {STATUS}: injected but no volume {VOLUME_NAME}: kvinject did not"
+        " inject it; remove both annotations",
+    )
+    with pytest.raises(PlanError):
+        plan.csi(pod, request_of(pod), SPC, ENV)
+
+
 def test_missing_mounts_name_recorded_containers_without_kvinjects_volume() -> None:
     pod = pod_with(
         {**CSI, **INJECTED, INJECTED_CONTAINERS: "app,mesh"}, [container("app", True), container("mesh")], volume=True
@@ -355,3 +366,11 @@ def test_init_mode_records_and_ignores_a_later_sidecar() -> None:
     with pytest.raises(PlanError) as err:
         plan.init(copied, request_of(copied), SPEC)
     assert any("container 'mesh' mounts kvinject's volume" in p for p in err.value.problems)
+
+
+def test_duplicate_container_names_are_recorded_once_and_stay_a_fixed_point() -> None:
+    """The apiserver refuses such a pod later, but kvinject's answer must still be stable (found by the fuzzer)."""
+    once = first_injection(CSI, [container("c"), container("c")])
+    assert once["metadata"]["annotations"][INJECTED_CONTAINERS] == "c"
+    assert all(MOUNT in c["volumeMounts"] for c in once["spec"]["containers"])
+    assert plan.csi(once, request_of(once), SPC, ENV) == []
