@@ -92,7 +92,7 @@ def select(pod: dict[str, Any], request: contract.InjectionRequest) -> Selection
                 " that name"
             )
         recorded = frozenset(request.recorded) & names
-        wanted = recorded | present
+        wanted: set[str] = set(recorded | present)
     elif legacy:
         wanted = {t.name for t in everyone if t.mounts_volume()} | present
     else:
