@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -37,6 +38,8 @@ class Settings(BaseSettings):
     cloud_name: str = ""
     cloud_env_file: Path | None = None
     log_level: str = "INFO"
+    # text, or json: one JSON object per line for every logger, uvicorn's included.
+    log_format: Literal["text", "json"] = "text"
     # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
     # a namespace label kvinject.io/enforcement overrides it.
     enforcement: Enforcement = Enforcement.ENFORCE
