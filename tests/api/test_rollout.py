@@ -16,6 +16,7 @@ from tests.bypasses.test_bypasses_api import WORKLOAD, class_review
 from tests.harness import EXAMPLES, ROOT, admission_review, golden_cluster
 from webhook.app import create_app
 from webhook.cluster import ClusterError, FileCluster
+from webhook.commands.report import Reporter
 from webhook.names import PREFIX
 from webhook.policy import Enforcement
 from webhook.settings import Settings
@@ -153,3 +154,19 @@ async def test_annotations_that_do_nothing_are_warned_about(
     assert result["allowed"] is True
     (warning,) = [w for w in result["warnings"] if "injects nothing" in w]
     assert says in warning
+
+
+async def test_the_report_judges_what_is_not_kvinjects_under_its_own_setting() -> None:
+    """`kvinject report` tells the same split: hand-written objects would-deny under audit, kvinject's deny."""
+    reporter = Reporter(settings("audit"), golden_cluster(), None)
+    hand = copy.deepcopy(NODE_POD)
+    hand["metadata"].update(name="manual", namespace="payments")
+    (finding,) = await reporter.pod(hand)
+    assert (finding.effect, finding.mode, finding.reason) == ("would-deny", "audit", "provider-class")
+    mine = kvinjects("label-yes")
+    mine["metadata"].update(name="mine", namespace="payments")
+    (finding,) = await reporter.pod(mine)
+    assert (finding.effect, finding.mode) == ("deny", "enforce")
+    node_class = class_review({**WORKLOAD, "useVMManagedIdentity": "true"}, "CREATE")["request"]["object"]
+    (finding,) = await reporter.provider_class(node_class)
+    assert (finding.effect, finding.mode, finding.reason) == ("would-deny", "audit", "provider-class")

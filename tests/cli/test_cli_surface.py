@@ -170,7 +170,9 @@ def test_json_logs_are_one_object_per_line_uvicorn_included(tmp_path: Path) -> N
     loggers = {r["logger"] for r in records}
     assert "uvicorn.error" in loggers and "kvinject" in loggers, loggers
     (summary,) = [r["message"] for r in records if "starting on" in r["message"]]
-    for part in (f"tenant={TENANT_ID}", "cloud=AzurePublicCloud", "enforcement=warn", "live-verification=off"):
+    parts = (f"tenant={TENANT_ID}", "cloud=AzurePublicCloud", "enforcement=warn", "live-verification=off")
+    # The harness judges what is not kvinject's with enforce (tests/harness/serve.py).
+    for part in (*parts, "not-opted-in-enforcement=enforce"):
         assert part in summary
     assert f"cluster=file {CLUSTER}" in summary
     assert any(r["message"].startswith("caches synced") for r in records)

@@ -23,7 +23,7 @@ import jsonpatch
 import orjson
 import yaml
 
-from webhook import names, review
+from webhook import names, review, rollout
 from webhook.access import Judge
 from webhook.cluster import Cluster, ClusterError
 from webhook.commands.common import EXIT_ALLOWED, EXIT_DENIED, EXIT_UNUSABLE, open_cluster
@@ -67,14 +67,19 @@ class Reporter:
         self.cluster = cluster
         self.mutator = Mutator(settings, cluster, metrics)
         self.validator = Validator(settings, cluster, metrics)
-        self.mutator.judge = self.validator.judge = AlwaysEnforce(Enforcement.ENFORCE, metrics)
+        always = AlwaysEnforce(Enforcement.ENFORCE, metrics)
+        self.mutator.judge = self.validator.judge = self.validator.others = always
+        # kvinject's pods and classes under KVINJECT_ENFORCEMENT, the others under
+        # KVINJECT_NOT_OPTED_IN_ENFORCEMENT (webhook/rollout.py, docs/rollout.md).
         self.modes = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
+        self.others = Judge(settings.not_opted_in_enforcement, metrics, settings.relaxable_namespaces)
         self.forced = enforcement
 
-    def mode(self, namespace: str) -> Enforcement:
+    def mode(self, namespace: str, kvinjects: bool = True) -> Enforcement:
         if self.forced is not None:
             return self.forced
-        mode, _ = self.modes.mode(self.cluster.stores.namespaces.get(namespace))
+        judge = self.modes if kvinjects else self.others
+        mode, _ = judge.mode(self.cluster.stores.namespaces.get(namespace))
         return mode
 
     def _finding(self, kind: str, obj: dict[str, Any], outcome_reason: str, message: str) -> Finding:
@@ -82,7 +87,8 @@ class Reporter:
         namespace = str(meta.get("namespace") or "")
         if outcome_reason == "cluster":  # the API stopped answering: no verdict
             raise ClusterError(message)
-        mode = self.mode(namespace)
+        kvinjects = rollout.pod_is_kvinjects(obj) if kind == "Pod" else rollout.class_is_kvinjects(obj)
+        mode = self.mode(namespace, kvinjects)
         effect = DENY if mode is Enforcement.ENFORCE else WOULD_DENY
         return Finding(
             kind, namespace, str(meta.get("name") or ""), owner(obj), effect, mode.value, outcome_reason, message

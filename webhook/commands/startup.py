@@ -34,6 +34,7 @@ def summary(settings: Settings) -> str:
         f" cloud={cloud.name or 'AzurePublicCloud'} authority={cloud.authority_host}"
         f" vault-suffix={cloud.vault_dns_suffix}"
         f" enforcement={settings.enforcement.value}"
+        f" not-opted-in-enforcement={settings.not_opted_in_enforcement.value}"
         f" relaxable-namespaces={','.join(sorted(settings.relaxable_namespaces)) or 'none'}"
         f" live-verification={'on' if settings.live_verify else 'off'}"
         f"{' (fail-open)' if settings.live_verify and settings.live_fail_open else ''}"
