@@ -189,7 +189,9 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
     before = snapshot(control_plane, ns)
     kubeconfig = ["--kubeconfig", str(reader_kubeconfig)]
 
-    result = kvinject_cli("report", "-n", ns, "-o", "json", *kubeconfig)
+    # The hand-written objects here are not kvinject's: judged as a platform that enforces them (docs/rollout.md).
+    enforcing = {"KVINJECT_NOT_OPTED_IN_ENFORCEMENT": "enforce"}
+    result = kvinject_cli("report", "-n", ns, "-o", "json", *kubeconfig, env=enforcing)
     assert result.returncode == 1, result.stderr
     report = json.loads(result.stdout)
     assert report["kind"] == "ImpactReport" and report["namespace"] == ns
@@ -218,7 +220,7 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
     assert f'{K}inject="yes", not "true"' in ignored["message"]
     assert report["summary"] == {"deny": 3, "would-deny": 0, "warning": 1}
 
-    table = kvinject_cli("report", "-n", ns, *kubeconfig)
+    table = kvinject_cli("report", "-n", ns, *kubeconfig, env=enforcing)
     assert table.returncode == 1, table.stderr
     lines = table.stdout.splitlines()
     assert lines[0].split() == ["NAMESPACE", "KIND", "NAME", "OWNER", "EFFECT", "REASON", "MESSAGE"]
@@ -230,13 +232,22 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
         == "checked 4 pods and 3 SecretProviderClasses: 3 denied, 0 would be denied when enforcing, 1 warnings"
     )
 
+    # The shipped audit-first default: the hand-written objects would be denied once the platform enforces.
+    shipped = json.loads(kvinject_cli("report", "-n", ns, "-o", "json", *kubeconfig).stdout)
+    assert shipped["summary"] == {"deny": 0, "would-deny": 3, "warning": 1}
+    assert {(f["name"], f["mode"]) for f in shipped["findings"] if f["effect"] == "would-deny"} == {
+        (mixed_namespace["foreign"], "audit"),
+        (mixed_namespace["legacy"], "audit"),
+        ("node-identity", "audit"),
+    }
+
     # Judged as if auditing: the same findings, none denied today.
     audited = kvinject_cli("report", "-n", ns, "--enforcement", "audit", "-o", "json", *kubeconfig)
     assert audited.returncode == 0, audited.stderr
     assert json.loads(audited.stdout)["summary"] == {"deny": 0, "would-deny": 3, "warning": 1}
 
     # Cluster-wide, the namespace's findings are among everything else's.
-    everywhere = kvinject_cli("report", "-o", "json", env={"KUBECONFIG": str(reader_kubeconfig)})
+    everywhere = kvinject_cli("report", "-o", "json", env={"KUBECONFIG": str(reader_kubeconfig), **enforcing})
     assert everywhere.returncode == 1, everywhere.stderr
     assert {(f["namespace"], f["name"]) for f in json.loads(everywhere.stdout)["findings"]} >= {
         (ns, name) for _, name in rows
