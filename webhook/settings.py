@@ -7,8 +7,8 @@ from pathlib import Path
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from webhook import clouds
-from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX
+from webhook import __version__, clouds
+from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX, FETCH_IMAGE_REPOSITORY
 from webhook.policy import Enforcement
 
 
@@ -51,9 +51,10 @@ class Settings(BaseSettings):
     # allowed; when attributes are allowed, the class's parameters with the attributes over them are judged.
     allow_volume_attributes: bool = False
     allow_node_publish_secret: bool = False
-    # Init mode: the image of the kvinject-fetch init container (this project's image) and where it
+    # Init mode: the image of the kvinject-fetch init container (the kvinject-fetch image of this version,
+    # docs/images.md; the kustomize base and the chart set it with the server's image) and where it
     # authenticates and reads (the public cloud by default).
-    init_image: str = "ghcr.io/kvinject/kvinject:0.1.0"
+    init_image: str = f"{FETCH_IMAGE_REPOSITORY}:{__version__}"
     authority_host: str = DEFAULT_AUTHORITY
     vault_dns_suffix: str = DEFAULT_VAULT_DNS_SUFFIX
     # Size of the in-memory volume holding the files: it counts against the pod's memory.
