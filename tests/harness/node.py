@@ -104,7 +104,8 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-IMAGE_NAMES = ("pause", "busybox", "kvinject")
+# kvinject: the Dockerfile's serve target; fetch: its fetch target (kvinject-fetch, the init container's image).
+IMAGE_NAMES = ("pause", "busybox", "kvinject", "fetch")
 
 
 class NodeUnavailable(RuntimeError):

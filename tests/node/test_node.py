@@ -114,32 +114,36 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
         accepting.join()
     assert received == [b"from-pod\n"]
 
-    # the kvinject image, built from our Dockerfile, under the restricted Pod Security profile
-    name = "kvinject-help"
+    # both images built from our Dockerfile, under the restricted Pod Security profile (read-only root, non-root)
     restricted = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    create(
-        node.cp,
-        pod_manifest(
-            name,
-            node_namespace,
-            node.images["kvinject"],
-            container={"args": ["--help"], "securityContext": restricted},
-            restartPolicy="Never",
-            securityContext={
-                "runAsNonRoot": True,
-                "runAsUser": 65532,
-                "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-        ),
-    )
-    pod = wait_phase(node, node_namespace, name, "Succeeded")
-    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
-    assert "usage: kvinject" in node.logs(node_namespace, name)
+    for image, args, printed in (
+        ("kvinject", ["--help"], "usage: kvinject"),
+        ("fetch", ["fetch", "--help"], "KVINJECT_OBJECTS"),
+    ):
+        name = f"{image}-help"
+        create(
+            node.cp,
+            pod_manifest(
+                name,
+                node_namespace,
+                node.images[image],
+                container={"args": args, "securityContext": restricted},
+                restartPolicy="Never",
+                securityContext={
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            ),
+        )
+        pod = wait_phase(node, node_namespace, name, "Succeeded")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        assert printed in node.logs(node_namespace, name)
 
 
 def test_provider_takes_new_environment(node: Node) -> None:
