@@ -296,8 +296,8 @@ def test_teardown_leaves_nothing(
         assert any("containerd-shim" in cmd for cmd in running.values()), running
         assert any(cmd == "sleep 3600" for cmd in running.values()), running
         assert node.bridge in network_interfaces()
-        during = programs()
-        assert all(during[name] > before[name] for name in ("kubelet", "containerd-shim-runc-v2", "pause")), during
+        # this node's own (machine-wide counts race with the session node's pods going away meanwhile)
+        assert {"kubelet", "containerd-shim-runc-v2", "pause"} <= {Path(c.split()[0]).name for c in running.values()}
         if failure == "kubelet killed":
             assert node.kubelet is not None
             os.kill(node.kubelet.pid, signal.SIGKILL)
