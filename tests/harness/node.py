@@ -21,11 +21,11 @@ Constructor ``Node(control_plane, workdir, artifacts, *, ...)``:
                      --rotation-poll-interval 5s` (with the CSIDriver's requiresRepublish, the kubelet calls
                      NodePublishVolume again every few seconds and the driver re-reads at most once per interval)
   sync_frequency     the kubelet's syncFrequency (default "2s": republish calls come quickly)
-  images             which cached images to import: "pause" (always), "busybox", "kvinject"
+  images             which cached images to import: "pause" (always), "busybox", "kvinject", "fetch" (kvinject-fetch)
   schedule           run a kube-scheduler (default True); without it, bind pods with spec.nodeName
   taints             registerWithTaints, e.g. [{"key": "k", "value": "v", "effect": "NoSchedule"}]
 
-Attributes: `name`, `address` (192.0.2.10, its InternalIP), `images` ({"pause"|"busybox"|"kvinject": reference
+Attributes: `name`, `address` (192.0.2.10, its InternalIP), `images` ({"pause"|"busybox"|"kvinject"|"fetch": reference
 as imported; pods use them with imagePullPolicy Never}), the processes `containerd`, `kubelet`, `scheduler`,
 `driver`, `provider`, `registrar` (harness Processes: `.logs()` is the log's text), `csi_socket`,
 `provider_socket`, `registration_socket`, `kubelet_dir`, `run_dir`, `hosts_file`, `enter` (an argv prefix that
