@@ -9,7 +9,7 @@ import logging
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import jsonpatch
 import orjson
@@ -21,6 +21,9 @@ from webhook.cluster import Cluster, ClusterError, load
 from webhook.mutation import Mutator
 from webhook.settings import Settings
 from webhook.workloads import pod_from_template, template_of
+
+if TYPE_CHECKING:
+    from webhook.selfcert import SelfCert
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_UNUSABLE = 0, 1, 2
 
@@ -57,7 +60,7 @@ def _configure_logging(level: str) -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings.log_level)
-    for path in (settings.cert_file, settings.key_file):
+    for path in (settings.cert_file, settings.key_file) if settings.cert_mode == "files" else ():
         if not path.is_file():
             print(
                 f"kvinject: {path} not found: run `kvinject certs` or set KVINJECT_CERT_FILE/KEY_FILE", file=sys.stderr
@@ -65,14 +68,36 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_UNUSABLE
     try:
         cluster = load(settings.cluster_file, settings.kubeconfig)
+        own_certificate = _own_certificate(settings) if settings.cert_mode == "self" else None
     except ClusterError as exc:
         print(f"kvinject: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
     from webhook.app import create_app
     from webhook.server import serve
 
-    serve(create_app(settings, cluster), settings)
+    not_ready = None
+    if own_certificate is not None:
+        keeper = own_certificate
+
+        def not_ready(app: Any) -> str | None:
+            loaded: bytes | None = getattr(getattr(app.state, "tls", None), "loaded", None)
+            return keeper.not_ready(loaded)
+
+    serve(create_app(settings, cluster, not_ready=not_ready), settings)
     return EXIT_ALLOWED
+
+
+def _own_certificate(settings: Settings) -> SelfCert:
+    """cert_mode self: the certificate keeper started, once it has written a serving certificate to serve."""
+    from webhook.cluster.api import ApiObjects
+    from webhook.selfcert import SelfCert
+
+    keeper = SelfCert(ApiObjects.from_config(settings.kubeconfig), settings)
+    keeper.start()
+    log = logging.getLogger("webhook.selfcert")
+    while not keeper.files_written.wait(10):
+        log.warning("no serving certificate yet from Secret %s/%s", settings.pod_namespace, settings.cert_secret)
+    return keeper
 
 
 def _requests(docs: list[Any]) -> list[tuple[int, review.Request]]:
