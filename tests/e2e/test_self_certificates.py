@@ -1,0 +1,259 @@
+"""Certificate mode self on the real control plane: two kvinject replicas keep one CA in their Secret, publish the
+caBundle into the shipped webhook configurations themselves, and rotate CA and leaf in seconds, while the apiserver
+admits pods through them without a single failure.
+
+The replicas run as the shipped ServiceAccount (its Role and ClusterRole are what they may do). The mutating
+webhook calls one replica and the validating webhooks the other, so every admission needs both replicas' leaves
+to be trusted by what the apiserver holds at that moment.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import socket
+import ssl
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from cryptography import x509
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.harness import (
+    ControlPlane,
+    K,
+    federated_namespace,
+    get_json,
+    install,
+    pick,
+    pod_manifest,
+    rendered_manifests,
+    service_account_kubeconfig,
+    wait_for,
+)
+from tests.harness.kube import answered
+from tests.harness.serve import KvinjectServer
+
+SECRET = "kvinject-tls"
+NAMESPACE = "kvinject"
+CONFIGS = (
+    ("mutatingwebhookconfiguration", "kvinject"),
+    ("validatingwebhookconfiguration", "kvinject"),
+    ("validatingwebhookconfiguration", "kvinject-provider-classes"),
+)
+# A CA lives 40 s and is replaced 25 s before its end; each step waits 6 s for the apiserver and the other replica
+# (checks every second); a leaf lives 12 s. Bootstrap, then a full rotation every ~15 s.
+FAST_ROTATION = {
+    "KVINJECT_CERT_MODE": "self",
+    "KVINJECT_POD_NAMESPACE": NAMESPACE,
+    "KVINJECT_CERT_HOSTS": '["127.0.0.1"]',
+    "KVINJECT_CERT_CA_LIFETIME_SECONDS": "40",
+    "KVINJECT_CERT_CA_RENEW_BEFORE_SECONDS": "25",
+    "KVINJECT_CERT_LEAF_LIFETIME_SECONDS": "12",
+    "KVINJECT_CERT_LEAF_RENEW_BEFORE_SECONDS": "4",
+    "KVINJECT_CERT_PROPAGATION_SECONDS": "6",
+    "KVINJECT_CERT_CHECK_SECONDS": "1",
+    "KVINJECT_CERT_RELOAD_SECONDS": "0.2",
+    "KVINJECT_LOG_LEVEL": "INFO",
+}
+
+
+class SelfCertServer(KvinjectServer):
+    """kvinject in certificate mode self: it serves a leaf of the CA in its Secret, not the harness's."""
+
+    def trust(self) -> ssl.SSLContext:
+        # Only the harness's readiness probe uses this (it reads a status code); what the replica serves is checked
+        # by the apiserver against the published caBundle, and by served_leaf() below.
+        return _unverified()
+
+
+def _unverified() -> ssl.SSLContext:
+    ctx = ssl.create_default_context()
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    return ctx
+
+
+def served_leaf(port: int) -> x509.Certificate:
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        _unverified().wrap_socket(raw, server_hostname="127.0.0.1") as tls,
+    ):
+        der = tls.getpeercert(binary_form=True)
+    assert der is not None
+    return x509.load_der_x509_certificate(der)
+
+
+def key_id(cert: x509.Certificate, *, issuer: bool) -> bytes:
+    """The CA a leaf names as its issuer (issuer=True), or a CA's own key id."""
+    if issuer:
+        aki = cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier
+        assert aki is not None
+        return aki
+    return cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value.digest
+
+
+@dataclass
+class Observed:
+    """What the test saw while the load ran."""
+
+    admitted: int = 0
+    failures: list[str] = field(default_factory=list)
+    bundles: list[frozenset[bytes]] = field(default_factory=list)  # each distinct caBundle, in order (CA key ids)
+    issuers: dict[int, list[bytes]] = field(default_factory=dict)  # per replica port: issuing CAs of its leaves
+    leaves: dict[int, set[int]] = field(default_factory=dict)  # per replica port: serial numbers served
+    errors: list[str] = field(default_factory=list)
+
+
+def _record(seq: list[Any], value: Any) -> None:
+    if not seq or seq[-1] != value:
+        seq.append(value)
+
+
+@pytest.fixture
+def registered_for_replicas(control_plane: ControlPlane) -> Iterator[dict[str, Any]]:
+    """The shipped webhook configurations as they are (restored afterwards), and kvinject's Secret absent."""
+    install(control_plane)
+    saved = []
+    for kind, name in CONFIGS:
+        found = control_plane.kubectl("get", kind, name, "-o", "json", check=False)
+        if found.returncode == 0:
+            config = yaml.safe_load(found.stdout)
+            for key in ("resourceVersion", "uid", "creationTimestamp", "generation", "managedFields"):
+                config["metadata"].pop(key, None)
+            saved.append(config)
+    control_plane.kubectl("delete", "secret", SECRET, "-n", NAMESPACE, "--ignore-not-found")
+    yield {"saved": saved}
+    for kind, name in CONFIGS:
+        control_plane.kubectl("delete", kind, name, "--ignore-not-found")
+    if saved:
+        control_plane.kubectl("create", "-f", "-", input=yaml.safe_dump_all(saved))
+    control_plane.kubectl("delete", "secret", SECRET, "-n", NAMESPACE, "--ignore-not-found")
+
+
+def register(cp: ControlPlane, mutate_url: str, validate_url: str) -> None:
+    """The shipped webhook configurations with only the address changed, and NO caBundle: kvinject writes it."""
+    configs = pick(rendered_manifests(cp), "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
+    for config in configs:
+        url = mutate_url if config["kind"] == "MutatingWebhookConfiguration" else validate_url
+        for hook in config["webhooks"]:
+            hook["clientConfig"] = {"url": url + hook["clientConfig"]["service"]["path"]}
+    for kind, name in CONFIGS:
+        cp.kubectl("delete", kind, name, "--ignore-not-found")
+    cp.kubectl("create", "-f", "-", input=yaml.safe_dump_all(configs))
+
+
+def bundle_ids(cp: ControlPlane) -> set[frozenset[bytes]]:
+    """The CAs (key ids) in each webhook's caBundle, over the three configurations."""
+    out = set()
+    for kind, name in CONFIGS:
+        for hook in get_json(cp, kind, name)["webhooks"]:
+            pem = base64.b64decode(hook["clientConfig"].get("caBundle", ""))
+            out.add(
+                frozenset(key_id(c, issuer=False) for c in x509.load_pem_x509_certificates(pem)) if pem else frozenset()
+            )
+    return out
+
+
+def test_two_replicas_rotate_their_own_ca_under_load_with_no_failed_admission(
+    control_plane: ControlPlane,
+    kube_api_client: client.ApiClient,
+    registered_for_replicas: dict[str, Any],
+    tmp_path: Path,
+) -> None:
+    cp = control_plane
+    kubeconfig = service_account_kubeconfig(cp, tmp_path / "kvinject.kubeconfig", NAMESPACE, "kvinject")
+    # Two replicas of one Deployment: same Secret, same settings; each its own port (one Service in a cluster).
+    replicas = [SelfCertServer(tmp_path / f"replica-{i}", kubeconfig, env=FAST_ROTATION) for i in range(2)]
+    a, b = replicas
+    register(cp, a.url, b.url)
+    for replica in replicas:
+        replica.start()  # returns once /readyz is 200: its leaf loaded and its CA published in all three
+
+    # Published by kvinject, not by the test: every webhook carries the Secret's CAs.
+    assert all(ids for ids in bundle_ids(cp))
+
+    namespace = federated_namespace(cp, "rotate", {"rotate-kv": ["*:*"]})
+    core = client.CoreV1Api(kube_api_client)
+    admission = client.AdmissionregistrationV1Api(kube_api_client)
+    seen = Observed()
+    stop = threading.Event()
+    lock = threading.Lock()
+
+    def load() -> None:
+        pod = pod_manifest(namespace, {K + "secret-db": "rotate-kv/db"})
+        while not stop.is_set():
+            try:
+                created = core.create_namespaced_pod(namespace, pod, dry_run="All")
+                meta = created.metadata
+                injected = meta is not None and (meta.annotations or {}).get(K + "status") == "injected"
+                with lock:
+                    if injected:
+                        seen.admitted += 1
+                    else:
+                        seen.failures.append("admitted without injection")
+            except ApiException as exc:
+                with lock:
+                    seen.failures.append(f"HTTP {exc.status}: {exc.body}")
+
+    def watch() -> None:
+        while not stop.is_set():
+            try:
+                hooks = admission.read_mutating_webhook_configuration("kvinject").webhooks or []
+                pem = base64.b64decode(hooks[0].client_config.ca_bundle or "")
+                _record(seen.bundles, frozenset(key_id(c, issuer=False) for c in x509.load_pem_x509_certificates(pem)))
+                for replica in replicas:
+                    leaf = served_leaf(replica.port)
+                    _record(seen.issuers.setdefault(replica.port, []), key_id(leaf, issuer=True))
+                    seen.leaves.setdefault(replica.port, set()).add(leaf.serial_number)
+            except (OSError, ValueError, ApiException) as exc:
+                seen.errors.append(f"{type(exc).__name__}: {exc}")
+            stop.wait(0.1)
+
+    threads = [threading.Thread(target=load, daemon=True) for _ in range(2)] + [
+        threading.Thread(target=watch, daemon=True)
+    ]
+    for thread in threads:
+        thread.start()
+
+    def generation() -> int:
+        meta = core.read_namespaced_secret(SECRET, NAMESPACE).metadata
+        return int(((meta.annotations if meta else None) or {}).get("kvinject.io/ca-generation", "0"))
+
+    def rotated_twice() -> bool:
+        for replica in replicas:
+            replica.check_alive()
+        # 1: bootstrap; each full rotation adds a CA (+1) and drops the old one (+1).
+        return generation() >= 5 and all(len(seen.issuers.get(r.port, [])) >= 3 for r in replicas)
+
+    try:
+        wait_for(rotated_twice, "two full CA rotations served by both replicas", timeout=600)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+
+    assert seen.failures == [], (
+        f"{len(seen.failures)} failed admissions of {seen.admitted + len(seen.failures)}:\n"
+        + "\n".join(seen.failures[:10])
+    )
+    assert seen.admitted > 0
+    for replica in replicas:
+        issuers = seen.issuers[replica.port]
+        # The leaf served changed, to one of a new CA each time, and old and new CA were both trusted meanwhile.
+        assert len(seen.leaves[replica.port]) >= 3
+        for old, new in itertools.pairwise(issuers):
+            assert any({old, new} <= bundle for bundle in seen.bundles), (old.hex(), new.hex())
+    assert max(len(bundle) for bundle in seen.bundles) == 2  # the overlap, and never more than two
+    assert any(len(bundle) == 1 for bundle in seen.bundles[1:])  # ... and the old CA dropped after it
+    for replica in replicas:
+        logs = replica.logs()
+        assert "Traceback" not in logs
+        assert "PRIVATE KEY" not in logs
+    # The apiserver called each replica for its webhook.
+    assert answered(a, "mutate") > 0 and answered(b, "validate") > 0
