@@ -13,6 +13,7 @@ import base64
 import itertools
 import socket
 import ssl
+import sys
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -108,6 +109,7 @@ class Observed:
     issuers: dict[int, list[bytes]] = field(default_factory=dict)  # per replica port: issuing CAs of its leaves
     leaves: dict[int, set[int]] = field(default_factory=dict)  # per replica port: serial numbers served
     errors: list[str] = field(default_factory=list)
+    untrusted: list[str] = field(default_factory=list)  # a replica served a leaf whose CA was not in the bundle
 
 
 def _record(seq: list[Any], value: Any) -> None:
@@ -206,10 +208,14 @@ def test_two_replicas_rotate_their_own_ca_under_load_with_no_failed_admission(
             try:
                 hooks = admission.read_mutating_webhook_configuration("kvinject").webhooks or []
                 pem = base64.b64decode(hooks[0].client_config.ca_bundle or "")
-                _record(seen.bundles, frozenset(key_id(c, issuer=False) for c in x509.load_pem_x509_certificates(pem)))
+                bundle = frozenset(key_id(c, issuer=False) for c in x509.load_pem_x509_certificates(pem))
+                _record(seen.bundles, bundle)
                 for replica in replicas:
                     leaf = served_leaf(replica.port)
-                    _record(seen.issuers.setdefault(replica.port, []), key_id(leaf, issuer=True))
+                    issuer = key_id(leaf, issuer=True)
+                    _record(seen.issuers.setdefault(replica.port, []), issuer)
+                    if issuer not in bundle:  # what the apiserver would refuse, seen from outside
+                        seen.untrusted.append(f"replica {replica.port} serves a leaf of {issuer.hex()[:8]}")
                     seen.leaves.setdefault(replica.port, set()).add(leaf.serial_number)
             except (OSError, ValueError, ApiException) as exc:
                 seen.errors.append(f"{type(exc).__name__}: {exc}")
@@ -238,6 +244,11 @@ def test_two_replicas_rotate_their_own_ca_under_load_with_no_failed_admission(
         for thread in threads:
             thread.join(timeout=30)
 
+    sys.stderr.write(
+        f"\n[e2e] {seen.admitted} admitted, {len(seen.failures)} failed; bundles {[len(b) for b in seen.bundles]};"
+        f" leaves {[len(v) for v in seen.leaves.values()]}; CAs {[len(v) for v in seen.issuers.values()]}\n"
+    )
+    assert seen.untrusted == []
     assert seen.failures == [], (
         f"{len(seen.failures)} failed admissions of {seen.admitted + len(seen.failures)}:\n"
         + "\n".join(seen.failures[:10])
