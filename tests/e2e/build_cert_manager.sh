@@ -12,7 +12,7 @@ set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source=build_binaries.sh
 source "$HERE/build_binaries.sh"
-: "${CERT_MANAGER_VERSION:?}"
+: "${CERT_MANAGER_VERSION:?}" "${CERT_MANAGER_CRDS_VERSION:?}"
 
 build_cert_manager() {
     local v=$CERT_MANAGER_VERSION mod=github.com/cert-manager/cert-manager
@@ -48,4 +48,21 @@ build_cert_manager() {
     log "cert-manager $v: CRDs copied to $crds"
 }
 
+# The current release's CRDs (its module has them at deploy/crds, with no templating): the overlay's objects are
+# also checked against these schemas, by the apiserver (server-side dry run).
+fetch_cert_manager_crds() {
+    local v=$CERT_MANAGER_CRDS_VERSION out="$CACHE/crds/cert-manager-$CERT_MANAGER_CRDS_VERSION" dir
+    if [[ -f "$out/cert-manager.io_certificates.yaml" ]]; then
+        log "cert-manager CRDs $v: cached ($out)"
+        return
+    fi
+    dir=$(mod_download "github.com/cert-manager/cert-manager@$v" Dir)
+    mkdir -p "$out"
+    for f in "$dir"/deploy/crds/*.io_*.yaml; do
+        install -m 0644 "$f" "$out/$(basename "$f")"
+    done
+    log "cert-manager CRDs $v: copied to $out"
+}
+
 build_cert_manager
+fetch_cert_manager_crds
