@@ -176,16 +176,24 @@ def bundle_ids(cp: ControlPlane) -> set[frozenset[bytes]]:
     return out
 
 
+@pytest.fixture
+def replicas(
+    control_plane: ControlPlane, configurations_restored: dict[str, Any], tmp_path: Path
+) -> Iterator[list[SelfCertServer]]:
+    """Two replicas of one Deployment, not started: same Secret, same settings; each its own port (in a cluster, one
+    Service). Stopped before the configurations are restored (they would write the Secret and caBundles again)."""
+    kubeconfig = service_account_kubeconfig(control_plane, tmp_path / "kvinject.kubeconfig", NAMESPACE, "kvinject")
+    servers = [SelfCertServer(tmp_path / f"replica-{i}", kubeconfig, env=FAST_ROTATION) for i in range(2)]
+    yield servers
+    for server in servers:
+        server.stop()
+        assert "Traceback" not in server.logs()
+
+
 def test_two_replicas_rotate_their_own_ca_under_load_with_no_failed_admission(
-    control_plane: ControlPlane,
-    kube_api_client: client.ApiClient,
-    configurations_restored: dict[str, Any],
-    tmp_path: Path,
+    control_plane: ControlPlane, kube_api_client: client.ApiClient, replicas: list[SelfCertServer]
 ) -> None:
     cp = control_plane
-    kubeconfig = service_account_kubeconfig(cp, tmp_path / "kvinject.kubeconfig", NAMESPACE, "kvinject")
-    # Two replicas of one Deployment: same Secret, same settings; each its own port (one Service in a cluster).
-    replicas = [SelfCertServer(tmp_path / f"replica-{i}", kubeconfig, env=FAST_ROTATION) for i in range(2)]
     a, b = replicas
     register(cp, a.url, b.url)
     for replica in replicas:
