@@ -10,6 +10,10 @@ the apiserver always trusts the leaf any replica serves:
    replica), the next CA becomes active and signs a new leaf; the old CA is kept in the bundle as retired;
 3. `propagation` later (every replica serves the new leaf), the retired CA is dropped.
 
+A new CA made from nothing (no Secret, or one kvinject cannot use) keeps whatever CAs the webhook configurations
+trusted until then as retired, for one `propagation`: an upgrade from a Secret made by hand, or a garbled Secret,
+does not cut off the replicas still serving the old leaf.
+
 A leaf is renewed from the active CA by itself (the bundle does not change). The bundle's `generation`
 grows whenever the set of trusted CAs changes, so that a replica reading an older Secret never
 overwrites a newer bundle (see `webhook.selfcert`).
@@ -68,7 +72,7 @@ class Material:
     ca: Pair | None = None
     leaf: Pair | None = None
     next_ca: Pair | None = None
-    retired_ca: x509.Certificate | None = None
+    retired: tuple[x509.Certificate, ...] = ()  # CAs still trusted for the leaves some replica may still serve
     next_since: dt.datetime | None = None
     retired_since: dt.datetime | None = None
     generation: int = 0
@@ -77,7 +81,7 @@ class Material:
     def trusted(self) -> list[x509.Certificate]:
         """The CAs the webhook configurations must trust now, in one order every replica computes alike."""
         cas = [p.cert for p in (self.ca, self.next_ca) if p is not None]
-        cas += [self.retired_ca] if self.retired_ca is not None else []
+        cas += self.retired
         unique = {c.fingerprint(hashes.SHA256()): c for c in cas}
         return sorted(unique.values(), key=lambda c: (c.not_valid_before_utc, c.serial_number))
 
@@ -109,7 +113,7 @@ class Step(enum.Enum):
     RENEW_LEAF = "renew-leaf"  # a new leaf from the active CA; the bundle stays
     ADD_CA = "add-ca"  # a next CA joins the bundle
     PROMOTE = "promote"  # the next CA signs a new leaf; the active one retires (still trusted)
-    DROP_CA = "drop-ca"  # the retired CA leaves the bundle
+    DROP_CA = "drop-ca"  # the retired CAs leave the bundle
     RESTAMP = "restamp"  # a timestamp unusable (far in the future, or missing): set it to now
 
 
@@ -148,6 +152,17 @@ def _cert(data: Mapping[str, str], key: str, problems: list[str]) -> x509.Certif
     except ValueError:
         problems.append(f"{key}: not a PEM certificate")
         return None
+
+
+def _certs(data: Mapping[str, str], key: str, problems: list[str]) -> tuple[x509.Certificate, ...]:
+    raw = _decode(data, key, problems)
+    if raw is None:
+        return ()
+    try:
+        return tuple(x509.load_pem_x509_certificates(raw))
+    except ValueError:
+        problems.append(f"{key}: not PEM certificates")
+        return ()
 
 
 def _pair(data: Mapping[str, str], cert_key: str, key_key: str, problems: list[str]) -> Pair | None:
@@ -193,7 +208,7 @@ def read(data: Mapping[str, str] | None, annotations: Mapping[str, str] | None) 
         ca=_pair(data, CA_CERT, CA_KEY, problems),
         leaf=_pair(data, LEAF_CERT, LEAF_KEY, problems),
         next_ca=_pair(data, NEXT_CERT, NEXT_KEY, problems),
-        retired_ca=_cert(data, RETIRED_CERT, problems),
+        retired=_certs(data, RETIRED_CERT, problems),
         next_since=_time(annotations, NEXT_SINCE, problems),
         retired_since=_time(annotations, RETIRED_SINCE, problems),
         generation=generation,
@@ -215,8 +230,8 @@ def payload(material: Material) -> tuple[dict[str, str], dict[str, str]]:
     ):
         if pair is not None:
             data[cert_key], data[key_key] = b64(pair.cert_pem), b64(pair.key_pem)
-    if material.retired_ca is not None:
-        data[RETIRED_CERT] = b64(material.retired_ca.public_bytes(serialization.Encoding.PEM))
+    if material.retired:
+        data[RETIRED_CERT] = b64(b"".join(c.public_bytes(serialization.Encoding.PEM) for c in material.retired))
     annotations = {GENERATION: str(material.generation)}
     if material.next_since is not None:
         annotations[NEXT_SINCE] = material.next_since.isoformat()
@@ -251,15 +266,16 @@ def _names(cert: x509.Certificate) -> tuple[set[str], set[str]]:
     return set(san.get_values_for_type(x509.DNSName)), {str(i) for i in san.get_values_for_type(x509.IPAddress)}
 
 
-def _ca_problem(pair: Pair | None, policy: Policy, now: dt.datetime) -> str | None:
+def _ca_problem(pair: Pair | x509.Certificate | None, policy: Policy, now: dt.datetime) -> str | None:
     if pair is None:
         return "no CA"
-    if not _is_ca(pair.cert):
+    cert = pair.cert if isinstance(pair, Pair) else pair
+    if not _is_ca(cert):
         return "the CA certificate is not a CA"
     # Issued by a replica whose clock is ahead: usable within the skew allowed (certificates start 5 min early).
-    if pair.cert.not_valid_before_utc > now + policy.skew:
+    if cert.not_valid_before_utc > now + policy.skew:
         return "the CA is not valid yet"
-    if pair.cert.not_valid_after_utc <= now:
+    if cert.not_valid_after_utc <= now:
         return "the CA has expired"
     return None
 
@@ -301,7 +317,7 @@ def decide(material: Material, policy: Policy, now: dt.datetime, bundle_visible:
     assert material.leaf is not None
     waits: list[dt.datetime] = []
 
-    if material.retired_ca is not None:
+    if material.retired:
         if _since_problem(material.retired_since, policy, now):
             return Decision(Step.RESTAMP, "the retired CA's timestamp is missing or far in the future")
         assert material.retired_since is not None
@@ -318,7 +334,7 @@ def decide(material: Material, policy: Policy, now: dt.datetime, bundle_visible:
             return Decision(Step.RESTAMP, "the next CA's timestamp is missing or far in the future")
         assert material.next_since is not None
         due = material.next_since + policy.propagation
-        if bundle_visible and now >= due and material.retired_ca is None:
+        if bundle_visible and now >= due and not material.retired:
             return Decision(Step.PROMOTE, "the next CA has been trusted long enough")
         if now < due:
             waits.append(due)
@@ -332,7 +348,7 @@ def decide(material: Material, policy: Policy, now: dt.datetime, bundle_visible:
         waits.append(leaf_due)
 
     ca_due = material.ca.cert.not_valid_after_utc - policy.ca_renew_before
-    if material.next_ca is None and material.retired_ca is None:
+    if material.next_ca is None and not material.retired:
         if now >= ca_due:
             return Decision(Step.ADD_CA, "the CA nears its end")
         waits.append(ca_due)
@@ -357,14 +373,28 @@ def _new_leaf(ca: Pair, policy: Policy, now: dt.datetime) -> Pair:
     return Pair(cert, key)
 
 
-def advance(material: Material, decision: Decision, policy: Policy, now: dt.datetime) -> Material:
-    """`material` after `decision`'s step (new keys and certificates are issued here)."""
+def advance(
+    material: Material,
+    decision: Decision,
+    policy: Policy,
+    now: dt.datetime,
+    trusted_before: tuple[x509.Certificate, ...] = (),
+) -> Material:
+    """`material` after `decision`'s step (new keys and certificates are issued here). `trusted_before`: the CAs
+    the webhook configurations trust now, kept as retired when a new CA is made from nothing."""
     step, m = decision.step, replace(material, problems=())
     if step is Step.KEEP:
         return material
     if step is Step.BOOTSTRAP:
         ca = _new_ca(policy, now)
-        return Material(ca=ca, leaf=_new_leaf(ca, policy, now), generation=material.generation + 1)
+        keep = tuple(c for c in trusted_before if _ca_problem(c, policy, now) is None)
+        return Material(
+            ca=ca,
+            leaf=_new_leaf(ca, policy, now),
+            retired=keep,
+            retired_since=now if keep else None,
+            generation=material.generation + 1,
+        )
     assert m.ca is not None
     if step is Step.RENEW_LEAF:
         return replace(m, leaf=_new_leaf(m.ca, policy, now))
@@ -378,16 +408,14 @@ def advance(material: Material, decision: Decision, policy: Policy, now: dt.date
             leaf=_new_leaf(m.next_ca, policy, now),
             next_ca=None,
             next_since=None,
-            retired_ca=m.ca.cert,
+            retired=(m.ca.cert,),
             retired_since=now,
         )
     if step is Step.DROP_CA:
-        return replace(m, retired_ca=None, retired_since=None, generation=m.generation + 1)
+        return replace(m, retired=(), retired_since=None, generation=m.generation + 1)
     assert step is Step.RESTAMP
     return replace(
         m,
         next_since=now if m.next_ca is not None and _since_problem(m.next_since, policy, now) else m.next_since,
-        retired_since=(
-            now if m.retired_ca is not None and _since_problem(m.retired_since, policy, now) else m.retired_since
-        ),
+        retired_since=(now if m.retired and _since_problem(m.retired_since, policy, now) else m.retired_since),
     )

@@ -24,6 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from webhook import certs, rotation
 from webhook.cluster.api import ApiObjects, Conflict
@@ -132,7 +133,16 @@ class SelfCert:
             # Above any generation a webhook configuration carries, or it would never take the new bundle.
             material = replace(material, generation=max(material.generation, published))
         if decision.step is not rotation.Step.KEEP:
-            material = rotation.advance(material, decision, self.policy, now)
+            trusted_before = tuple(
+                {
+                    ca.fingerprint(hashes.SHA256()): ca
+                    for c in configs.values()
+                    if c
+                    for hook in _bundle_of(c)
+                    for ca in hook
+                }.values()
+            )
+            material = rotation.advance(material, decision, self.policy, now, trusted_before)
             self._write_secret(secret, material)
             log.info("certificates: %s (%s); CAs trusted: %s", decision.step.value, decision.reason, _ids(material))
         elif material.generation < published:
@@ -262,8 +272,8 @@ class SelfCert:
             try:
                 decision = self.sync()
                 backoff = 0.2
-            except (ClusterError, OSError) as exc:
-                log.warning("certificate round failed (%s); again in %.1fs", exc, backoff)
+            except Exception as exc:  # the loop must outlive any one round (API errors, unexpected content)
+                log.warning("certificate round failed (%s: %s); again in %.1fs", type(exc).__name__, exc, backoff)
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, self.check_seconds)
                 continue

@@ -177,7 +177,7 @@ def test_each_step_changes_what_it_should() -> None:
     assert added.ca == first.ca
 
     after = rotation.advance(added, Decision(Step.PROMOTE), POLICY, CA_DUE + 20 * S)
-    assert after.ca == added.next_ca and after.retired_ca == first.ca.cert  # type: ignore[union-attr]
+    assert after.ca == added.next_ca and after.retired == (first.ca.cert,)  # type: ignore[union-attr]
     assert after.leaf is not None and rotation.signed_by(after.leaf.cert, after.ca.cert)  # type: ignore[union-attr]
     assert after.bundle() == added.bundle() and after.generation == 2  # same CAs, same order
 
@@ -230,3 +230,15 @@ def test_the_served_leaf_is_always_trusted_over_three_ca_lifetimes() -> None:
         now += S
     assert {Step.BOOTSTRAP, Step.RENEW_LEAF, Step.ADD_CA, Step.PROMOTE, Step.DROP_CA} <= steps
     assert material.generation >= 5  # bootstrap + two full CA rotations (add, drop) at least
+
+
+def test_a_new_ca_made_from_nothing_keeps_what_was_trusted_before_for_one_propagation() -> None:
+    """An upgrade from a Secret made by hand (its CA in the caBundle, its leaf still served by old pods)."""
+    foreign_ca, _ = certs.certificate("my CA", ca=True, now=T0)
+    expired_ca, _ = certs.certificate("old CA", ca=True, now=T0 - 30 * S, days=1 / 86400)
+    not_a_ca, _ = certs.certificate("a leaf", now=T0)
+    made = rotation.advance(foreign_tls(), Decision(Step.BOOTSTRAP), POLICY, T0, (foreign_ca, expired_ca, not_a_ca))
+    assert made.retired == (foreign_ca,) and made.retired_since == T0
+    assert foreign_ca in made.trusted() and made.ca is not None and made.ca.cert in made.trusted()
+    assert rotation.decide(made, POLICY, T0 + 10 * S, True).step is Step.KEEP
+    assert rotation.decide(made, POLICY, T0 + 20 * S, True).step is Step.DROP_CA

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from cryptography import x509
+from cryptography.hazmat.primitives import serialization
 
 from webhook import rotation
 from webhook.cluster.api import Conflict
@@ -178,3 +179,30 @@ def test_missing_webhook_configuration_keeps_the_replica_unready(tmp_path: Path,
     a = replica(api, tmp_path, "a", clock)
     a.sync()
     assert a.not_ready(a.cert_file.read_bytes()) == "caBundle not published yet"
+
+
+def test_upgrade_from_a_hand_made_secret_keeps_its_ca_trusted_until_the_new_leaf_is_everywhere(
+    tmp_path: Path, clock: Clock
+) -> None:
+    from webhook import certs
+
+    ca = certs.certificate("my CA", ca=True)
+    leaf = certs.certificate("kvinject.kvinject.svc", issuer=ca, dns_names=["kvinject.kvinject.svc"], server=True)
+    pem = ca[0].public_bytes(serialization.Encoding.PEM)
+    api = FakeApi()
+    for path in CONFIGS:  # what `kvinject certs` + a hand-made caBundle left
+        api.objects[path]["webhooks"] = [{"clientConfig": {"caBundle": base64.b64encode(pem).decode()}}]
+    api.objects[SECRET] = {
+        "metadata": {"name": "kvinject-tls", "resourceVersion": "1"},
+        "type": "kubernetes.io/tls",
+        "data": {"tls.crt": base64.b64encode(leaf[0].public_bytes(serialization.Encoding.PEM)).decode()},
+    }
+    a = replica(api, tmp_path, "a", clock)
+    assert a.sync().step is rotation.Step.BOOTSTRAP
+    old_leaf = leaf[0].public_bytes(serialization.Encoding.PEM)
+    assert a.not_ready(a.cert_file.read_bytes()) is None
+    assert a.not_ready(old_leaf) is None  # an old pod still serving the hand-made leaf is still trusted
+    clock.now += dt.timedelta(seconds=20)
+    assert a.sync().step is rotation.Step.DROP_CA
+    a.sync()
+    assert a.not_ready(old_leaf) == "caBundle not published yet"
