@@ -201,9 +201,13 @@ def test_two_replicas_rotate_their_own_ca_under_load_with_no_failed_admission(
 ) -> None:
     cp = control_plane
     a, b = replicas
+    for kind, name in CONFIGS:
+        cp.kubectl("delete", kind, name, "--ignore-not-found")
+    a.start(probe="/healthz")  # serving (its leaf is in the Secret and loaded), but with nowhere to publish yet:
+    assert (a.get("/readyz").status_code, a.get("/readyz").text) == (503, "caBundle not published yet")
     register(cp, a.url, b.url)
-    for replica in replicas:
-        replica.start()  # returns once /readyz is 200: its leaf loaded and its CA published in all three
+    a.wait_ready()
+    b.start()  # returns once /readyz is 200: its leaf loaded and its CA published in all three
 
     # Published by kvinject, not by the test: every webhook carries the Secret's CAs.
     assert all(ids for ids in bundle_ids(cp))
