@@ -206,3 +206,29 @@ def test_upgrade_from_a_hand_made_secret_keeps_its_ca_trusted_until_the_new_leaf
     assert a.sync().step is rotation.Step.DROP_CA
     a.sync()
     assert a.not_ready(old_leaf) == "caBundle not published yet"
+
+
+@pytest.mark.parametrize(
+    ("env", "names"),
+    [
+        ({"KVINJECT_CERT_CA_RENEW_BEFORE_SECONDS": "100", "KVINJECT_CERT_CA_LIFETIME_SECONDS": "100"}, "CA_LIFETIME"),
+        (
+            {"KVINJECT_CERT_LEAF_RENEW_BEFORE_SECONDS": "90", "KVINJECT_CERT_LEAF_LIFETIME_SECONDS": "60"},
+            "LEAF_LIFETIME",
+        ),
+        ({"KVINJECT_CERT_PROPAGATION_SECONDS": "60", "KVINJECT_CERT_CA_RENEW_BEFORE_SECONDS": "100"}, "twice"),
+        ({"KVINJECT_CERT_PROPAGATION_SECONDS": "10", "KVINJECT_CERT_CHECK_SECONDS": "6"}, "CHECK_SECONDS"),
+    ],
+    ids=["ca renewed at birth", "leaf renewed before birth", "no room for add and drop", "propagation under 2 checks"],
+)
+def test_serve_refuses_timings_without_room_for_the_overlap(
+    env: dict[str, str], names: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webhook.cli import EXIT_UNUSABLE, main
+
+    monkeypatch.setenv("KVINJECT_CERT_MODE", "self")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    assert main(["serve", "--cluster", "examples/cluster.yaml"]) == EXIT_UNUSABLE
+    err = capsys.readouterr().err
+    assert "unusable settings" in err and names in err
