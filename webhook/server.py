@@ -97,6 +97,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go to kvinject's handler, in its one format (commands.logs)
         access_log=False,
         server_header=False,
         lifespan="on",

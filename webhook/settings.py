@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     cloud_name: str = ""
     cloud_env_file: Path | None = None
     log_level: str = "INFO"
+    # text, or json: one JSON object per line for every logger, uvicorn's included.
+    log_format: Literal["text", "json"] = "text"
     # Policy: enforce (deny), warn (allow with warnings) or audit (allow, audit annotation only);
     # a namespace label kvinject.io/enforcement overrides it.
     enforcement: Enforcement = Enforcement.ENFORCE

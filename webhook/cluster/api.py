@@ -42,9 +42,17 @@ RESOURCES = (SERVICE_ACCOUNTS, NAMESPACES, PROVIDER_CLASSES, ACCESS_POLICIES)
 class KubeCluster(Cluster):
     """Watch-backed caches over the real API, through the official client's transport."""
 
-    def __init__(self, api_client: Any, resources: tuple[Resource, ...] = RESOURCES, timeout: float = 3.0):
+    def __init__(
+        self,
+        api_client: Any,
+        resources: tuple[Resource, ...] = RESOURCES,
+        timeout: float = 3.0,
+        read_only: bool = False,
+    ):
         super().__init__()
         self._api = api_client
+        self._read_only = read_only  # the CLI's previews and reports: never write to the API
+        self.absent: list[str] = []  # optional kinds whose API is not installed (load_once)
         self._resources = resources
         self._timeout = timeout
         self._synced = {r.kind: threading.Event() for r in resources}
@@ -52,8 +60,46 @@ class KubeCluster(Cluster):
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None) -> KubeCluster:
-        return cls(api_client(kubeconfig))
+    def from_config(cls, kubeconfig: str | None, read_only: bool = False) -> KubeCluster:
+        return cls(api_client(kubeconfig), read_only=read_only)
+
+    @property
+    def server(self) -> str:
+        """The API's URL (no credentials), for messages."""
+        return str(self._api.configuration.host)
+
+    def _unreachable(self, exc: Exception) -> ClusterError:
+        # urllib3 wraps the cause (refused, DNS, TLS); its text names the host, never a credential.
+        cause = getattr(exc, "reason", None) or exc
+        return ClusterError(f"cannot reach the API server at {self.server}: {str(cause)[:300] or type(cause).__name__}")
+
+    # -- one-shot reads (the CLI) -------------------------------------------------
+    def load_once(self) -> None:
+        """List every watched kind once, without watching: the snapshot a one-shot command decides on.
+
+        Without it a command would see no SecretAccessPolicy (they are only ever listed, never fetched on a
+        miss) and deny every pod. Raises ClusterError when the API cannot be reached or refuses a list.
+        """
+        for resource in self._resources:
+            try:
+                listed = self._list(resource)
+            except ClusterError:
+                raise
+            except Exception as exc:  # urllib3's connection errors
+                raise self._unreachable(exc) from None
+            if listed is None:
+                self.absent.append(resource.kind)
+            self._synced[resource.kind].set()
+
+    def list_objects(self, path: str, what: str) -> list[dict[str, Any]] | None:
+        """Every object of a list path; None when the API does not serve it (a CRD not installed)."""
+        try:
+            listed = self._pages(path, what)
+        except ClusterError:
+            raise
+        except Exception as exc:  # urllib3's connection errors
+            raise self._unreachable(exc) from None
+        return None if listed is None else listed[0]
 
     # -- HTTP ----------------------------------------------------------------
     def _request(
@@ -103,6 +149,8 @@ class KubeCluster(Cluster):
 
     def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
+        if self._read_only:
+            raise ClusterError(f"read-only: not creating SecretProviderClass {meta['namespace']}/{meta['name']}")
         path = f"/apis/{CLASS_API_VERSION}/namespaces/{meta['namespace']}/secretproviderclasses"
         try:
             resp = self._request("POST", path, body=obj)
@@ -122,6 +170,8 @@ class KubeCluster(Cluster):
         return await asyncio.to_thread(self._post, obj)
 
     def _token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        if self._read_only:
+            raise ClusterError(f"read-only: not requesting a token for {namespace}/{name}")
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         body = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -181,24 +231,36 @@ class KubeCluster(Cluster):
     def _list(self, resource: Resource) -> str | None:
         shadow = type(self).__new__(type(self))
         Cluster.__init__(shadow)
+        listed = self._pages(resource.list_path, resource.kind)
+        if listed is None and not resource.required:
+            self._replace(resource, shadow)
+            return None
+        if listed is None:
+            raise ClusterError(f"list {resource.kind}: HTTP 404 (is the API installed?)")
+        items, version = listed
+        for item in items:
+            item["kind"] = resource.kind
+            shadow.apply("ADDED", item)
+        self._replace(resource, shadow)
+        return version
+
+    def _pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], str] | None:
+        """Every item of a list path, page by page, and the list's resourceVersion; None on 404."""
+        items: list[dict[str, Any]] = []
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", token)] if token else [])
-            resp = self._request("GET", resource.list_path, query, timeout=(self._timeout, 60))
+            resp = self._request("GET", path, query, timeout=(self._timeout, 60))
             data = resp.data
-            if resp.status == 404 and not resource.required:
-                self._replace(resource, shadow)
+            if resp.status == 404:
                 return None
             if resp.status != 200:
-                raise ClusterError(f"list {resource.kind}: HTTP {resp.status} {_message(data)}")
+                raise ClusterError(f"list {what}: HTTP {resp.status} {_message(data)}")
             doc = orjson.loads(data)
-            for item in doc.get("items") or []:
-                item["kind"] = resource.kind
-                shadow.apply("ADDED", item)
+            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
             token = (doc.get("metadata") or {}).get("continue") or ""
             if not token:
-                self._replace(resource, shadow)
-                return str((doc.get("metadata") or {}).get("resourceVersion") or "")
+                return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     def _replace(self, resource: Resource, shadow: Cluster) -> None:
         # Swapping the whole store keeps readers on a complete, consistent snapshot.
