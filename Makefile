@@ -42,9 +42,11 @@ unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook and
-# the SecretProviderClass CRD, built from their Go modules once and cached in ~/.cache/kvinject.
+# the SecretProviderClass CRD, and cert-manager (its overlay's test), built from their Go modules once and cached
+# in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
+	tests/e2e/build_cert_manager.sh
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
 # provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian

@@ -20,6 +20,7 @@ from webhook.names import (
     ENV_PREFIX,
     INIT_FIRST,
     INJECT_LABEL,
+    INJECTED_CONTAINERS,
     MODE,
     MOUNT_PATH,
     OBJECT_NAME,
@@ -28,12 +29,13 @@ from webhook.names import (
     PROVIDER_CLASS,
     SECRET_PREFIX,
     STATUS,
+    STATUS_INJECTED,
     VAULT,
     VAULT_NAME,
 )
 
 # Keys kvinject writes itself; a user may not set them but re-admission must accept them.
-OUTPUT_KEYS = frozenset({STATUS})
+OUTPUT_KEYS = frozenset({STATUS, INJECTED_CONTAINERS})
 SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST})
 
 # Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
@@ -96,7 +98,8 @@ class InjectionRequest:
     mount_path: str
     objects: tuple[Mounted, ...] = ()
     env: tuple[EnvVar, ...] = ()
-    containers: tuple[str, ...] | None = None  # None: every container in spec.containers
+    containers: tuple[str, ...] | None = None  # None: the default targets (see webhook.targets)
+    recorded: tuple[str, ...] | None = None  # kvinject's record of its first injection; None: not injected yet
     provider_class: str | None = None
     init_first: bool = True
     warnings: tuple[str, ...] = field(default=())
@@ -176,6 +179,29 @@ def _parse_containers(value: str, problems: list[str]) -> tuple[str, ...]:
     return names
 
 
+def _parse_recorded(annotations: Mapping[str, str], problems: list[str]) -> tuple[str, ...] | None:
+    """kvinject's own record, trusted only beside its status annotation: on a pod kvinject has not injected
+    yet it was written by someone else, and kvinject refuses rather than silently replacing it."""
+    value = annotations.get(INJECTED_CONTAINERS)
+    if value is None:
+        return None
+    if annotations.get(STATUS) != STATUS_INJECTED:
+        problems.append(
+            f"{INJECTED_CONTAINERS} is kvinject's record of the containers it injected, written by kvinject"
+            f" itself: remove it (name the containers to inject into with {CONTAINERS})"
+        )
+        return None
+    if len(value) > MAX_VALUE:
+        problems.append(f"{INJECTED_CONTAINERS}: value is {len(value)} characters, more than {MAX_VALUE}")
+        return None
+    names = tuple(n.strip() for n in value.split(",")) if value.strip() else ()
+    bad = [n for n in names if not _CONTAINER_RE.match(n)]
+    if bad or len(set(names)) != len(names):
+        problems.append(f"{INJECTED_CONTAINERS}: {value[:200]!r} is not a list of distinct container names")
+        return None
+    return names
+
+
 def parse_annotations(
     annotations: Mapping[str, str] | None,
     namespace_default_vault: str | None = None,
@@ -238,6 +264,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
     if MOUNT_PATH in annotations:
         mount_path = _parse_mount_path(annotations[MOUNT_PATH], problems)
     containers = _parse_containers(annotations[CONTAINERS], problems) if CONTAINERS in annotations else None
+    recorded = _parse_recorded(annotations, problems)
     init_first = _parse_bool(INIT_FIRST, annotations[INIT_FIRST], problems) if INIT_FIRST in annotations else True
 
     provider_class = annotations.get(PROVIDER_CLASS)
@@ -331,6 +358,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         objects=tuple(objects),
         env=tuple(env),
         containers=containers,
+        recorded=recorded,
         provider_class=provider_class,
         init_first=init_first,
         warnings=tuple(warnings),

@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract, identity, names, plan, review, shape, spc
+from webhook import contract, identity, names, plan, review, shape, spc, targets
 from webhook.access import Denial
 from webhook.cluster import Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
@@ -270,6 +270,9 @@ class Injection:
             wanted = contract.parse_annotations(annotations, ns.default_vault if ns else None)
         except contract.ContractError as exc:
             return [("tampered", tampered(pod, [f"its kvinject annotations no longer parse: {exc}"]))], None
+        selection = targets.select(pod, wanted)
+        if selection.pending:  # every mutating webhook has run: a named container that is not there never will be
+            raise Denial(enumerate_problems("annotation", [targets.pending_problem(selection)]), 400, "bad-annotation")
         try:
             expected = await self.expected(namespace, wanted, account, who)
         except Denial as denial:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import contract, identity, live, plan, policy, providers, review
+from webhook import contract, identity, live, plan, policy, providers, review, targets
 from webhook.access import Denial, Judge, Verdict
 from webhook.cluster import Cluster, ClusterError
 from webhook.injection import (
@@ -85,6 +85,7 @@ class Mutator:
             raise Denial(enumerate_problems("collision", exc.problems), 400, "collision") from None
         mode, warnings = self.judge.mode(ns)
         warnings.extend(early_readers(pod, wanted))
+        warnings.extend(targets.pending_warning(targets.select(pod, wanted)))
         audit = {
             "service-account": f"{namespace}/{sa_name}",
             "client-id": who.client_id,

@@ -23,6 +23,9 @@ PROVIDER_CLASS = PREFIX + "provider-class"
 INIT_FIRST = PREFIX + "init-first"
 STATUS = PREFIX + "status"
 STATUS_INJECTED = "injected"
+# kvinject's record of the containers it injected into when it first injected the pod (names, comma-separated):
+# the default targets from then on, so a container a later webhook adds gets nothing unless it is named.
+INJECTED_CONTAINERS = PREFIX + "injected-containers"
 DEFAULT_MOUNT_PATH = "/mnt/secrets"
 
 # Namespace labels an administrator sets.

@@ -14,10 +14,9 @@ from typing import Any
 
 import orjson
 
-from webhook import contract
+from webhook import contract, targets
 from webhook.names import (
     CLASS_ATTRIBUTE,
-    CONTAINERS,
     CSI_DRIVER,
     ENV_FS_GROUP,
     ENV_OBJECTS,
@@ -25,6 +24,7 @@ from webhook.names import (
     ENV_PREFIX,
     INIT_COMMAND,
     INIT_CONTAINER,
+    INJECTED_CONTAINERS,
     MOUNT_PATH,
     OUTPUT_DIR,
     STATUS,
@@ -33,6 +33,7 @@ from webhook.names import (
     TOKEN_VOLUME,
     VOLUME_NAME,
 )
+from webhook.targets import Target
 
 
 class PlanError(Exception):
@@ -56,16 +57,6 @@ class EnvSource:
 
     def entry(self) -> dict[str, Any]:
         return {"name": self.name, "valueFrom": {"secretKeyRef": {"name": self.secret, "key": self.key}}}
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    path: str  # JSON pointer of the container, e.g. /spec/containers/1
-    container: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return str(self.container.get("name", ""))
 
 
 @dataclass
@@ -94,35 +85,45 @@ class Patch:
         else:
             self.ops.append({"op": "add", "path": f"{parent_path}/{key}/{index}", "value": value})
 
-    def set_annotation(self, pod: dict[str, Any], key: str, value: str) -> None:
+    def set_annotations(self, pod: dict[str, Any], wanted: dict[str, str]) -> None:
+        """Set each annotation that differs, in one operation where the map does not exist yet."""
         meta = pod.get("metadata") or {}
         annotations = meta.get("annotations")
-        if annotations is not None and annotations.get(key) == value:
+        changed = {k: v for k, v in wanted.items() if annotations is None or annotations.get(k) != v}
+        if not changed:
             return
         if "metadata" not in pod:
-            self.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
+            self.ops.append({"op": "add", "path": "/metadata", "value": {"annotations": changed}})
         elif annotations is None:
-            self.ops.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+            self.ops.append({"op": "add", "path": "/metadata/annotations", "value": changed})
         else:
-            self.ops.append({"op": "add", "path": f"/metadata/annotations/{escape(key)}", "value": value})
+            self.ops.extend(
+                {"op": "add", "path": f"/metadata/annotations/{escape(k)}", "value": v} for k, v in changed.items()
+            )
+
+    def set_annotation(self, pod: dict[str, Any], key: str, value: str) -> None:
+        self.set_annotations(pod, {key: value})
+
+    def mark_injected(self, pod: dict[str, Any], selection: targets.Selection) -> None:
+        """kvinject's status, and at the first injection its record of the targets."""
+        wanted = {STATUS: STATUS_INJECTED}
+        if selection.record is not None:
+            wanted = {INJECTED_CONTAINERS: selection.record, **wanted}
+        self.set_annotations(pod, wanted)
 
 
-def targets(pod: dict[str, Any], names: Sequence[str] | None) -> tuple[list[Target], list[str]]:
-    """The containers to inject into: every app container by default, else the named ones."""
-    spec = pod.get("spec") or {}
-    apps = [Target(f"/spec/containers/{i}", c) for i, c in enumerate(spec.get("containers") or [])]
-    if names is None:
-        return apps, []
-    inits = [Target(f"/spec/initContainers/{i}", c) for i, c in enumerate(spec.get("initContainers") or [])]
-    by_name = {t.name: t for t in inits + apps}
-    missing = [n for n in names if n not in by_name]
-    problems = []
-    if missing:
-        known = ", ".join(sorted(by_name)) or "none"
-        problems.append(
-            f"{CONTAINERS}: no container named {', '.join(missing)} in the pod (containers: {known})"
-        )
-    return [by_name[n] for n in names if n in by_name], problems
+def select(patch: Patch, pod: dict[str, Any], request: contract.InjectionRequest) -> targets.Selection:
+    """The targets, with what is wrong with them as problems: recorded ones without kvinject's mount. Named
+    containers not in the pod yet are left to the caller (a later webhook may add them)."""
+    selection = targets.select(pod, request)
+    patch.problems.extend(selection.problems)
+    patch.problems.extend(targets.missing_mounts(selection))
+    return selection
+
+
+def injectable(selection: targets.Selection) -> list[Target]:
+    """The targets to add kvinject's parts to: a recorded one without its mount is a problem, not repaired."""
+    return [t for t in selection.targets if t.name not in selection.recorded or t.mounts_volume()]
 
 
 def add_volume(patch: Patch, pod: dict[str, Any], volume: dict[str, Any], same: bool) -> None:
@@ -200,15 +201,15 @@ def csi(
 ) -> list[dict[str, Any]]:
     """Operations that mount `provider_class` and set `env` in the target containers."""
     patch = Patch()
-    chosen, problems = targets(pod, request.containers)
-    patch.problems.extend(problems)
+    selection = select(patch, pod, request)
     add_volume(patch, pod, csi_volume(provider_class), is_same_csi_volume(pod, provider_class))
-    for target in chosen:
+    for target in injectable(selection):
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
         existing = env_index(target)
         for source in env:
             add_env(patch, target, source, existing)
-    patch.set_annotation(pod, STATUS, STATUS_INJECTED)
+    patch.problems.extend(targets.strays(selection, [(s.name, s.secret, s.key) for s in env]))
+    patch.mark_injected(pod, selection)
     if patch.problems:
         raise PlanError(patch.problems)
     return patch.ops
@@ -324,8 +325,7 @@ def _same_volume(expected: dict[str, Any]) -> Any:
 def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> list[dict[str, Any]]:
     """Operations for mode init: the in-memory volume, the token volume, the init container, read-only mounts."""
     patch = Patch()
-    chosen, problems = targets(pod, request.containers)
-    patch.problems.extend(problems)
+    selection = select(patch, pod, request)
     pod_spec = pod.get("spec") or {}
     for name, volume in (
         (VOLUME_NAME, {"name": VOLUME_NAME, "emptyDir": {"medium": "Memory", "sizeLimit": spec.volume_size}}),
@@ -373,15 +373,14 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
                 f"the pod already has an init container named {INIT_CONTAINER!r} that is not the one kvinject"
                 f" injects (differs in {', '.join(differences[:12])})"
             )
-    for target in chosen:
-        if target.name == INIT_CONTAINER:
-            continue
+    for target in injectable(selection):
         if target.path.startswith("/spec/initContainers/") and existing is None and request.init_first:
             # Inserting ours first shifts every existing init container by one.
             index = int(target.path.rsplit("/", 1)[1]) + 1
             target = Target(f"/spec/initContainers/{index}", target.container)
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
-    patch.set_annotation(pod, STATUS, STATUS_INJECTED)
+    patch.problems.extend(targets.strays(selection, []))
+    patch.mark_injected(pod, selection)
     if patch.problems:
         raise PlanError(patch.problems)
     return patch.ops

@@ -39,6 +39,7 @@ class CertReloader:
     def __init__(self, ctx: ssl.SSLContext, cert_file: Path, key_file: Path, interval: float):
         self.ctx, self.cert_file, self.key_file, self.interval = ctx, cert_file, key_file, interval
         self.seen = _fingerprint(cert_file, key_file)
+        self.loaded = cert_file.read_bytes()  # the certificate (PEM) new handshakes present
         self.reloads = 0
 
     def check(self) -> bool:
@@ -46,12 +47,13 @@ class CertReloader:
             now = _fingerprint(self.cert_file, self.key_file)
             if now == self.seen:
                 return False
+            loaded = self.cert_file.read_bytes()
             tls_context(self.cert_file, self.key_file)  # validate the pair before touching the live context
             self.ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         except (OSError, ssl.SSLError) as exc:
             log.warning("certificate files changed but cannot be loaded yet (%s); keeping the current one", exc)
             return False
-        self.seen = now
+        self.seen, self.loaded = now, loaded
         self.reloads += 1
         log.info("reloaded serving certificate from %s", self.cert_file)
         return True
@@ -95,6 +97,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
         timeout_keep_alive=settings.keep_alive_seconds,
         timeout_graceful_shutdown=settings.shutdown_grace_seconds,
         log_level=settings.log_level.lower(),
+        log_config=None,  # uvicorn's records go to kvinject's handler, in its one format (commands.logs)
         access_log=False,
         server_header=False,
         lifespan="on",
@@ -103,6 +106,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
     # Replace uvicorn's context with ours: TLS 1.2+, and one object the reloader can update.
     config.ssl = tls_context(settings.cert_file, settings.key_file)
     reloader = CertReloader(config.ssl, settings.cert_file, settings.key_file, settings.cert_reload_seconds)
+    app.state.tls = reloader  # readiness may ask which certificate is served
     server = DrainingServer(config, app, settings.shutdown_drain_seconds)
 
     async def main() -> None:

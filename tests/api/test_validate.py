@@ -167,7 +167,12 @@ TAMPERING: list[tuple[str, Callable[[dict[str, Any]], dict[str, Any]], str | Non
         "the pod was changed after kvinject injected it (its ServiceAccount is now api):"
         " missing /spec/containers/0/env",
     ),
-    ("mount-removed", drop_mount, "missing /spec/containers/0/volumeMounts"),
+    (
+        "mount-removed",
+        drop_mount,
+        "container 'app' is recorded in kvinject.io/injected-containers as injected but does not mount"
+        " kvinject-secrets",
+    ),
     (
         "volume-retargeted",
         retarget_volume,

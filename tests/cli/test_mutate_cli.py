@@ -62,7 +62,8 @@ def test_example_deployment_and_patch_mode() -> None:
     result = kvinject("mutate", str(EXAMPLES / "deployment-csi.yaml"), "--cluster", CLUSTER, "--patch")
     assert result.returncode == 0, result.stderr
     ops, spc = list(yaml.safe_load_all(result.stdout))
-    assert {"op": "add", "path": "/metadata/annotations/kvinject.io~1status", "value": "injected"} in ops
+    # Relative to the Deployment as given, so that the patch applies to it.
+    assert {"op": "add", "path": "/spec/template/metadata/annotations/kvinject.io~1status", "value": "injected"} in ops
     assert spc["spec"]["secretObjects"][0]["data"] == [{"objectName": "db-password", "key": "db-password"}]
 
 

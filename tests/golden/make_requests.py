@@ -14,7 +14,7 @@ import orjson
 from tests.harness import RELAXABLE, admission_review, apply, controller_pod, example_cluster
 from webhook import review
 from webhook.mutation import Mutator
-from webhook.names import PREFIX
+from webhook.names import INJECTED_CONTAINERS, PREFIX
 from webhook.settings import Settings
 
 K = PREFIX
@@ -32,6 +32,30 @@ def injected_pod(pod: dict[str, Any]) -> dict[str, Any]:
     mutator = Mutator(Settings(relaxable_namespaces=RELAXABLE), example_cluster())
     outcome = asyncio.run(mutator.mutate(review.decode_review(orjson.dumps(doc))))
     return apply(pod, outcome.ops)
+
+
+MESH = {"name": "mesh", "image": "mesh:1"}
+
+
+def with_sidecar(pod: dict[str, Any], copy_from_app: bool = False, record: str | None = None) -> dict[str, Any]:
+    """`pod` as a later mutating webhook leaves it: a sidecar appended (with a copy of the app container's mounts
+    and env), and kvinject's record rewritten when `record` is given."""
+    pod = orjson.loads(orjson.dumps(pod))
+    sidecar = dict(MESH)
+    if copy_from_app:
+        app = pod["spec"]["containers"][0]
+        sidecar.update(volumeMounts=app["volumeMounts"], env=app["env"])
+    pod["spec"]["containers"].append(sidecar)
+    if record is not None:
+        pod["metadata"]["annotations"][INJECTED_CONTAINERS] = record
+    return pod
+
+
+def without_record(pod: dict[str, Any]) -> dict[str, Any]:
+    """`pod` as a kvinject that kept no record injected it (before an upgrade)."""
+    pod = orjson.loads(orjson.dumps(pod))
+    del pod["metadata"]["annotations"][INJECTED_CONTAINERS]
+    return pod
 
 
 def requests() -> dict[str, dict[str, Any]]:
@@ -66,7 +90,22 @@ def requests() -> dict[str, dict[str, Any]]:
         annotations={**CSI, K + "containers": "worker"},
         containers=[{"name": "app", "image": "a"}, {"name": "worker", "image": "w"}],
     )
+    named_mesh = controller_pod(annotations={**CSI, K + "containers": "app,mesh"})
+    user_record = controller_pod(annotations={**CSI, INJECTED_CONTAINERS: "app,mesh"})
     return {
+        "already-injected-legacy": admission_review(without_record(injected), uid="uid-injected-legacy"),
+        "reinvoked-sidecar-added": admission_review(with_sidecar(injected), uid="uid-sidecar"),
+        "named-sidecar-not-yet-added": admission_review(named_mesh, uid="uid-named-sidecar-pending"),
+        "reinvoked-named-sidecar-added": admission_review(
+            with_sidecar(injected_pod(named_mesh)), uid="uid-named-sidecar"
+        ),
+        "deny-reinvoked-sidecar-copied-mount": admission_review(
+            with_sidecar(injected, copy_from_app=True), uid="uid-sidecar-copy"
+        ),
+        "deny-reinvoked-record-widened": admission_review(
+            with_sidecar(injected, record="app,mesh"), uid="uid-record-widened"
+        ),
+        "deny-user-written-record": admission_review(user_record, uid="uid-user-record"),
         "controller-pod-csi": admission_review(controller_pod(annotations=dict(CSI)), uid="uid-controller-pod-csi"),
         "existing-init-volumes-envfrom": admission_review(existing, uid="uid-existing"),
         "containers-selection": admission_review(two, uid="uid-selection"),

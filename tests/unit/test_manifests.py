@@ -20,17 +20,36 @@ def load(name: str) -> list[dict[str, Any]]:
 
 
 def test_cluster_role_is_the_minimum() -> None:
-    (role,) = [d for d in load("rbac.yaml") if d["kind"] == "ClusterRole"]
-    rules = {(tuple(r["apiGroups"]), tuple(r["resources"])): sorted(r["verbs"]) for r in role["rules"]}
-    assert rules == {
-        (("",), ("serviceaccounts",)): ["get", "list", "watch"],
-        (("",), ("namespaces",)): ["get", "list", "watch"],
-        (("secrets-store.csi.x-k8s.io",), ("secretproviderclasses",)): ["create", "get", "list", "watch"],
-        (("kvinject.io",), ("secretaccesspolicies",)): ["get", "list", "watch"],
+    def rules(kind: str) -> dict[tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]], list[str]]:
+        (role,) = [d for d in load("rbac.yaml") if d["kind"] == kind]
+        return {
+            (tuple(r["apiGroups"]), tuple(r["resources"]), tuple(r.get("resourceNames", ()))): sorted(r["verbs"])
+            for r in role["rules"]
+        }
+
+    admission = ("admissionregistration.k8s.io",)
+    assert rules("ClusterRole") == {
+        (("",), ("serviceaccounts",), ()): ["get", "list", "watch"],
+        (("",), ("namespaces",), ()): ["get", "list", "watch"],
+        (("secrets-store.csi.x-k8s.io",), ("secretproviderclasses",), ()): ["create", "get", "list", "watch"],
+        (("kvinject.io",), ("secretaccesspolicies",), ()): ["get", "list", "watch"],
+        # Certificate mode self: the caBundle of its own webhook configurations, by name only.
+        (admission, ("mutatingwebhookconfigurations",), ("kvinject",)): ["get", "patch", "update"],
+        (admission, ("validatingwebhookconfigurations",), ("kvinject", "kvinject-provider-classes")): [
+            "get",
+            "patch",
+            "update",
+        ],
     }
-    # No secrets, no pods, no wildcards, no update/patch/delete anywhere.
-    text = (BASE / "rbac.yaml").read_text()
-    assert '"*"' not in text and 'secrets"' not in text.replace("secretproviderclasses", "")
+    # Secrets: only in kvinject's namespace (a Role), only its own by name, except create (RBAC cannot name it).
+    assert rules("Role") == {
+        (("",), ("secrets",), ("kvinject-tls",)): ["get", "list", "update", "watch"],
+        (("",), ("secrets",), ()): ["create"],
+    }
+    # No pods, no wildcards, no delete anywhere.
+    verbs = [v for kind in ("ClusterRole", "Role") for vs in rules(kind).values() for v in vs]
+    resources = [r for kind in ("ClusterRole", "Role") for key in rules(kind) for r in key[1]]
+    assert "*" not in verbs + resources and "delete" not in verbs and "pods" not in resources
 
 
 def test_every_rule_is_justified_by_a_comment() -> None:
@@ -52,8 +71,10 @@ def test_container_is_non_root_read_only_and_without_capabilities() -> None:
     assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["lifecycle"]["preStop"]
-    # The only writable place is an in-memory /tmp.
+    # The only writable places are in memory: /tmp, and /certs where certificate mode self writes the leaf.
     assert {"name": "tmp", "mountPath": "/tmp"} in container["volumeMounts"]
+    assert {"name": "certs", "mountPath": "/certs"} in container["volumeMounts"]
+    assert all(v["emptyDir"]["medium"] == "Memory" for v in pod["volumes"])
 
 
 def test_image_runs_as_non_root() -> None:

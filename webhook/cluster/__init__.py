@@ -9,13 +9,13 @@ from webhook.cluster.base import Cluster, ClusterError
 from webhook.cluster.file import FileCluster
 
 
-def load(cluster_file: Path | None, kubeconfig: str | None) -> Cluster:
-    """The cluster source a command asked for: a file if given, else the API."""
+def load(cluster_file: Path | None, kubeconfig: str | None, read_only: bool = False) -> Cluster:
+    """The cluster source a command asked for: a file if given, else the API (`read_only`: never written to)."""
     if cluster_file is not None:
         return FileCluster.from_path(cluster_file)
     from webhook.cluster.api import KubeCluster
 
-    return KubeCluster.from_config(kubeconfig)
+    return KubeCluster.from_config(kubeconfig, read_only=read_only)
 
 
 __all__ = ["Cluster", "ClusterError", "FileCluster", "load"]

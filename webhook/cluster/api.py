@@ -42,9 +42,17 @@ RESOURCES = (SERVICE_ACCOUNTS, NAMESPACES, PROVIDER_CLASSES, ACCESS_POLICIES)
 class KubeCluster(Cluster):
     """Watch-backed caches over the real API, through the official client's transport."""
 
-    def __init__(self, api_client: Any, resources: tuple[Resource, ...] = RESOURCES, timeout: float = 3.0):
+    def __init__(
+        self,
+        api_client: Any,
+        resources: tuple[Resource, ...] = RESOURCES,
+        timeout: float = 3.0,
+        read_only: bool = False,
+    ):
         super().__init__()
         self._api = api_client
+        self._read_only = read_only  # the CLI's previews and reports: never write to the API
+        self.absent: list[str] = []  # optional kinds whose API is not installed (load_once)
         self._resources = resources
         self._timeout = timeout
         self._synced = {r.kind: threading.Event() for r in resources}
@@ -52,24 +60,46 @@ class KubeCluster(Cluster):
         self._threads: list[threading.Thread] = []
 
     @classmethod
-    def from_config(cls, kubeconfig: str | None) -> KubeCluster:
-        from kubernetes import client, config
+    def from_config(cls, kubeconfig: str | None, read_only: bool = False) -> KubeCluster:
+        return cls(api_client(kubeconfig), read_only=read_only)
 
+    @property
+    def server(self) -> str:
+        """The API's URL (no credentials), for messages."""
+        return str(self._api.configuration.host)
+
+    def _unreachable(self, exc: Exception) -> ClusterError:
+        # urllib3 wraps the cause (refused, DNS, TLS); its text names the host, never a credential.
+        cause = getattr(exc, "reason", None) or exc
+        return ClusterError(f"cannot reach the API server at {self.server}: {str(cause)[:300] or type(cause).__name__}")
+
+    # -- one-shot reads (the CLI) -------------------------------------------------
+    def load_once(self) -> None:
+        """List every watched kind once, without watching: the snapshot a one-shot command decides on.
+
+        Without it a command would see no SecretAccessPolicy (they are only ever listed, never fetched on a
+        miss) and deny every pod. Raises ClusterError when the API cannot be reached or refuses a list.
+        """
+        for resource in self._resources:
+            try:
+                listed = self._list(resource)
+            except ClusterError:
+                raise
+            except Exception as exc:  # urllib3's connection errors
+                raise self._unreachable(exc) from None
+            if listed is None:
+                self.absent.append(resource.kind)
+            self._synced[resource.kind].set()
+
+    def list_objects(self, path: str, what: str) -> list[dict[str, Any]] | None:
+        """Every object of a list path; None when the API does not serve it (a CRD not installed)."""
         try:
-            if kubeconfig:
-                config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-            else:
-                try:
-                    config.load_incluster_config()  # type: ignore[no-untyped-call]
-                except config.ConfigException:
-                    config.load_kube_config()  # type: ignore[no-untyped-call]
-        except Exception as exc:  # the loaders raise several unrelated types
-            raise ClusterError(f"no usable Kubernetes configuration: {exc}") from None
-        configuration = client.Configuration.get_default_copy()
-        # urllib3 would retry connects 3 times, each up to the timeout: a hung apiserver would hold an
-        # admission for 4x the budget. kvinject's informers retry by themselves; live reads must not.
-        configuration.retries = False
-        return cls(client.ApiClient(configuration))
+            listed = self._pages(path, what)
+        except ClusterError:
+            raise
+        except Exception as exc:  # urllib3's connection errors
+            raise self._unreachable(exc) from None
+        return None if listed is None else listed[0]
 
     # -- HTTP ----------------------------------------------------------------
     def _request(
@@ -81,18 +111,7 @@ class KubeCluster(Cluster):
         timeout: Any = None,
     ) -> Any:
         """One API call; returns the urllib3 response (status unchecked, body unread)."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = "application/json"
-        _, url, headers, body, _ = self._api.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self._api.call_api(method, url, headers, body, _request_timeout=timeout or self._timeout).response
+        return _call(self._api, method, path, query, body, timeout or self._timeout)
 
     def _get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -130,6 +149,8 @@ class KubeCluster(Cluster):
 
     def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
+        if self._read_only:
+            raise ClusterError(f"read-only: not creating SecretProviderClass {meta['namespace']}/{meta['name']}")
         path = f"/apis/{CLASS_API_VERSION}/namespaces/{meta['namespace']}/secretproviderclasses"
         try:
             resp = self._request("POST", path, body=obj)
@@ -149,6 +170,8 @@ class KubeCluster(Cluster):
         return await asyncio.to_thread(self._post, obj)
 
     def _token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
+        if self._read_only:
+            raise ClusterError(f"read-only: not requesting a token for {namespace}/{name}")
         path = f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token"
         body = {
             "apiVersion": "authentication.k8s.io/v1",
@@ -208,24 +231,36 @@ class KubeCluster(Cluster):
     def _list(self, resource: Resource) -> str | None:
         shadow = type(self).__new__(type(self))
         Cluster.__init__(shadow)
+        listed = self._pages(resource.list_path, resource.kind)
+        if listed is None and not resource.required:
+            self._replace(resource, shadow)
+            return None
+        if listed is None:
+            raise ClusterError(f"list {resource.kind}: HTTP 404 (is the API installed?)")
+        items, version = listed
+        for item in items:
+            item["kind"] = resource.kind
+            shadow.apply("ADDED", item)
+        self._replace(resource, shadow)
+        return version
+
+    def _pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], str] | None:
+        """Every item of a list path, page by page, and the list's resourceVersion; None on 404."""
+        items: list[dict[str, Any]] = []
         token = ""
         while True:
             query: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", token)] if token else [])
-            resp = self._request("GET", resource.list_path, query, timeout=(self._timeout, 60))
+            resp = self._request("GET", path, query, timeout=(self._timeout, 60))
             data = resp.data
-            if resp.status == 404 and not resource.required:
-                self._replace(resource, shadow)
+            if resp.status == 404:
                 return None
             if resp.status != 200:
-                raise ClusterError(f"list {resource.kind}: HTTP {resp.status} {_message(data)}")
+                raise ClusterError(f"list {what}: HTTP {resp.status} {_message(data)}")
             doc = orjson.loads(data)
-            for item in doc.get("items") or []:
-                item["kind"] = resource.kind
-                shadow.apply("ADDED", item)
+            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
             token = (doc.get("metadata") or {}).get("continue") or ""
             if not token:
-                self._replace(resource, shadow)
-                return str((doc.get("metadata") or {}).get("resourceVersion") or "")
+                return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")
 
     def _replace(self, resource: Resource, shadow: Cluster) -> None:
         # Swapping the whole store keeps readers on a complete, consistent snapshot.
@@ -260,6 +295,112 @@ class KubeCluster(Cluster):
                         return
             finally:
                 resp.release_conn()
+
+
+def api_client(kubeconfig: str | None) -> Any:
+    """The official client's ApiClient for `kubeconfig` (default: in-cluster, then ~/.kube/config)."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the loaders raise several unrelated types
+        raise ClusterError(f"no usable Kubernetes configuration: {exc}") from None
+    configuration = client.Configuration.get_default_copy()
+    # urllib3 would retry connects 3 times, each up to the timeout: a hung apiserver would hold an
+    # admission for 4x the budget. kvinject's informers retry by themselves; live reads must not.
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
+def _call(api: Any, method: str, path: str, query: list[tuple[str, Any]] | None, body: Any, timeout: Any) -> Any:
+    """One API call through the official client's transport; returns the urllib3 response (status unchecked)."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    _, url, headers, body, _ = api.param_serialize(
+        method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    return api.call_api(method, url, headers, body, _request_timeout=timeout).response
+
+
+class Conflict(ClusterError):
+    """A write lost an optimistic-concurrency race (HTTP 409): read again and decide again."""
+
+
+class ApiObjects:
+    """Reads and writes of single objects by path, with optimistic concurrency (the object's resourceVersion
+    goes with every update), and a watch that yields events: for kvinject's own Secret and webhook
+    configurations (cert_mode self)."""
+
+    def __init__(self, api_client: Any, timeout: float = 10.0):
+        self._api, self._timeout = api_client, timeout
+
+    @classmethod
+    def from_config(cls, kubeconfig: str | None, timeout: float = 10.0) -> ApiObjects:
+        return cls(api_client(kubeconfig), timeout)
+
+    def _send(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        try:
+            resp = _call(self._api, method, path, None, body, self._timeout)
+            return int(resp.status), bytes(resp.data or b"")
+        except Exception as exc:
+            raise ClusterError(f"the Kubernetes API did not answer {method} {path}: {type(exc).__name__}") from None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at `path`, or None when there is none."""
+        status, data = self._send("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ClusterError(f"GET {path}: HTTP {status} {_message(data)}")
+        result: dict[str, Any] = orjson.loads(data)
+        return result
+
+    def create(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST `obj` to `collection`; Conflict when it exists already (another replica was first)."""
+        return self._write("POST", collection, obj)
+
+    def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT `obj` (with the resourceVersion it was read at); Conflict when it changed since."""
+        return self._write("PUT", path, obj)
+
+    def _write(self, method: str, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        status, data = self._send(method, path, obj)
+        if status == 409:
+            raise Conflict(f"{method} {path}: {_message(data)}")
+        if status not in (200, 201):
+            raise ClusterError(f"{method} {path}: HTTP {status} {_message(data)}")
+        result: dict[str, Any] = orjson.loads(data)
+        return result
+
+    def watch(self, collection: str, field_selector: str, stop: threading.Event) -> Iterator[dict[str, Any]]:
+        """Events (ADDED for what exists, then changes) of the objects in `collection` matching `field_selector`,
+        until the server ends the watch or `stop` is set; raises ClusterError when it cannot watch."""
+        server_timeout = random.randint(240, 360)
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", field_selector),
+            ("timeoutSeconds", server_timeout),
+        ]
+        try:
+            resp = _call(self._api, "GET", collection, query, None, (self._timeout, server_timeout + 30))
+        except Exception as exc:
+            raise ClusterError(f"cannot watch {collection}: {type(exc).__name__}") from None
+        try:
+            if resp.status != 200:
+                raise ClusterError(f"watch {collection}: HTTP {resp.status} {_message(resp.data)}")
+            for line in _lines(resp):
+                yield orjson.loads(line)
+                if stop.is_set():
+                    return
+        finally:
+            resp.release_conn()
 
 
 def _lines(resp: Any) -> Iterator[bytes]:

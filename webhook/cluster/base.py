@@ -157,6 +157,9 @@ class Cluster(ABC):
         self.apply("ADDED", obj)
         return None
 
+    def load_once(self) -> None:  # noqa: B027 - a file is loaded whole already
+        """Fill every store once, for a one-shot command (no watch); raises ClusterError if the source cannot."""
+
     def start(self) -> None:  # noqa: B027 - static sources have nothing to start
         """Start filling (no-op for static sources)."""
 

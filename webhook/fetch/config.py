@@ -23,6 +23,17 @@ _ALIAS_MAX_BYTES = 255
 _READABLE_TYPES = (ObjectType.SECRET, ObjectType.CERT)  # key objects never leave Key Vault
 
 
+# What `kvinject fetch --help` says about each variable it reads (the store's own come from its provider).
+ENVIRONMENT = {
+    names.ENV_OBJECTS: "JSON list of {alias, vault, name, type, version} to read (required)",
+    names.ENV_OUTPUT_DIR: "directory the files are written to, the in-memory volume (required)",
+    names.ENV_FS_GROUP: "group id owning the files (the pod's fsGroup): files 0440 instead of 0444",
+    names.ENV_TERMINATION_LOG: f"where the failure reasons go (default {DEFAULT_TERMINATION_LOG})",
+    names.ENV_TIMEOUT: f"total budget of all reads in seconds, 1-3600 (default {DEFAULT_TIMEOUT:g})",
+    names.ENV_RETRIES: f"retries of a failed read, 0-{MAX_RETRIES} (default {DEFAULT_RETRIES})",
+}
+
+
 @dataclass(frozen=True)
 class FetchConfig:
     objects: tuple[ObjectSpec, ...]

@@ -37,6 +37,7 @@ class Provider(Protocol):
     store_name: str  # how messages name the store's side ("Azure")
     identity_environment: tuple[str, ...]  # the init container's variables naming the identity
     endpoint_environment: tuple[str, ...]  # ... and where the store is
+    environment_help: dict[str, str]  # every variable `kvinject fetch` reads for this store -> what it means
 
     def resolve_identity(
         self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings

@@ -27,6 +27,7 @@ from webhook.providers.azure.names import (
     ENV_TOKEN_FILE,
     ENV_VAULT_DNS_SUFFIX,
     ENV_VAULT_URLS,
+    FETCH_ENVIRONMENT,
     PROVIDER,
     TOKEN_AUDIENCE,
 )
@@ -44,6 +45,7 @@ class AzureProvider:
     store_name = "Azure"
     identity_environment = (ENV_CLIENT_ID, ENV_TENANT_ID, ENV_TOKEN_FILE, ENV_AUTHORITY)
     endpoint_environment = (ENV_VAULT_DNS_SUFFIX, ENV_VAULT_URLS)
+    environment_help = FETCH_ENVIRONMENT
 
     def resolve_identity(
         self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings

@@ -1,0 +1,1 @@
+"""The subcommands behind `webhook.cli`: `mutate`, `report`, their help and the server's logging."""
