@@ -28,6 +28,7 @@ class AdmissionLoad:
     threads: int = 2
     admitted: int = 0
     failures: list[str] = field(default_factory=list)
+    events: list[str] = field(default_factory=list)  # what the test did, on the failures' clock
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _workers: list[threading.Thread] = field(default_factory=list)
@@ -70,6 +71,10 @@ class AdmissionLoad:
         self._stop.set()
         for worker in self._workers:
             worker.join()
+
+    def note(self, event: str) -> None:
+        with self._lock:
+            self.events.append(f"+{time.monotonic() - self._started:.2f}s {event}")
 
     def mark(self) -> int:
         """How many creates were admitted so far (to wait for more after an event)."""
