@@ -152,7 +152,7 @@ INSTALLERS: dict[str, Callable[..., Installed]] = {"kustomize": kustomize_instal
 
 def uninstall(cp: ControlPlane) -> None:
     """Remove the Deployment and what only it needs (the session's install keeps the namespace, RBAC, CRD and
-    policies; the caller registers its webhooks elsewhere)."""
+    policies). Register the webhooks elsewhere first."""
     for kind, name in (
         ("deployment", "kvinject"),
         ("poddisruptionbudget", "kvinject"),
@@ -160,3 +160,7 @@ def uninstall(cp: ControlPlane) -> None:
         ("secret", "kvinject-tls"),
     ):
         cp.kubectl("delete", kind, name, "-n", NAMESPACE, "--ignore-not-found", "--wait=false")
+    # Nothing calls them once the webhooks are elsewhere: no need for their graceful shutdown.
+    cp.kubectl(
+        "delete", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=kvinject", "--grace-period=1", "--wait=false"
+    )

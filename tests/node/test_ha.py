@@ -6,6 +6,8 @@ timings written to stderr are reported only (docs/ha.md)."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,8 +53,8 @@ def installed(
         rollout_complete(cp)
         yield result, workdir
     finally:
+        point_webhooks_at(cp, kvinject)  # first: then nothing calls the replicas any more, they may stop at once
         uninstall(cp)
-        point_webhooks_at(cp, kvinject)
         wait_for(lambda: not replicas(cp, terminating=True), "kvinject's pods to be gone")
 
 
@@ -177,3 +179,48 @@ def test_rolling_upgrade_under_load_costs_no_admission(
     now = replicas(cp)
     assert len(now) == 2 and not old & {p["metadata"]["name"] for p in now}
     assert {p["metadata"]["annotations"][REVISION_ANNOTATION] for p in now} == {"2"}
+
+
+def evict(cp: ControlPlane, pod: str) -> subprocess.CompletedProcess[str]:
+    """The Eviction API, as `kubectl drain` calls it (refused while the PodDisruptionBudget allows no disruption)."""
+    eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": NAMESPACE}}
+    path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/eviction"
+    return cp.kubectl("create", "--raw", path, "-f", "-", input=json.dumps(eviction), check=False)
+
+
+def test_a_node_drain_evicts_one_replica_at_a_time_under_load(
+    control_plane: ControlPlane, installed: tuple[Installed, Path], team_pod: dict[str, Any], node: Node
+) -> None:
+    """`kubectl drain` of the node: cordon, evict both replicas. The PodDisruptionBudget refuses the second eviction
+    while the first one's replacement cannot be Ready (the only node is cordoned: it stays Pending); once the
+    node takes pods again (as another node would) and the replacement is Ready, the second eviction goes through."""
+    cp = control_plane
+    rollout_complete(cp)
+    first, second = sorted(p["metadata"]["name"] for p in replicas(cp))
+    with admission_load(cp, team_pod) as load:
+        keep_going(load)
+        cp.kubectl("cordon", node.name)
+        try:
+            load.note(f"cordon; evict {first}")
+            assert evict(cp, first).returncode == 0
+            refused = evict(cp, second)
+            load.note(f"evict {second}: refused")
+            assert refused.returncode != 0 and "disruption budget" in refused.stderr, refused.stderr
+            assert [p["metadata"]["name"] for p in replicas(cp) if ready(p)] == [second]
+        finally:
+            cp.kubectl("uncordon", node.name)
+        load.note("uncordon")
+        wait_for(lambda: evict(cp, second).returncode == 0, f"the budget to allow evicting {second}")
+        load.note(f"evict {second}: done")
+        wait_for(
+            lambda: (
+                len(now := replicas(cp)) == 2
+                and all(ready(p) for p in now)
+                and not {first, second} & {p["metadata"]["name"] for p in now}
+            ),
+            "two new replicas Ready",
+        )
+        load.note("2 ready replicas again")
+        keep_going(load)
+    report("node drain (evictions)", load)
+    assert not load.failures, "\n".join(load.failures)
