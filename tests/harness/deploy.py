@@ -10,13 +10,16 @@ Two ways in, one result (`Installed`):
 - a Helm variant (charts/kvinject) goes into INSTALLERS beside it, taking the same arguments (not written yet:
   the chart is another part of issue 15).
 
-The objects are applied with server-side apply, except the webhook configurations: the session's kvinject
-registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a merge would keep
-beside `service`; they are replaced whole. `uninstall` removes what the session's install did not make.
+The objects are applied with server-side apply, except webhook configurations still sending to a URL: the
+session's kvinject registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a
+merge would keep beside `service`; those are replaced whole. `uninstall` removes what the session's install did
+not make; the replicas must be gone before the webhooks are pointed elsewhere (in certificate mode self they
+write the caBundle).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections.abc import Callable
@@ -137,13 +140,21 @@ def _certificate(workdir: Path) -> certs.Issued:
 
 
 def apply(cp: ControlPlane, docs: list[dict[str, Any]]) -> None:
-    configs = pick(docs, *WEBHOOK_KINDS)
+    """Server-side apply, but webhook configurations that send to a URL (the session's kvinject) are replaced:
+    a merge would keep `url` beside `service`. Once they name the Service, an upgrade merges as a user's apply
+    does, leaving a caBundle kvinject wrote itself (certificate mode self) in place."""
+    configs = [c for c in pick(docs, *WEBHOOK_KINDS) if _sends_to_url(cp, c)]
     rest = [d for d in docs if d not in configs]
     cp.kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=yaml.safe_dump_all(rest))
     for config in configs:
-        kind, name = config["kind"].lower(), config["metadata"]["name"]
-        exists = cp.kubectl("get", kind, name, check=False).returncode == 0
-        cp.kubectl("replace" if exists else "create", "-f", "-", input=yaml.safe_dump(config))
+        cp.kubectl("replace", "-f", "-", input=yaml.safe_dump(config))
+
+
+def _sends_to_url(cp: ControlPlane, config: dict[str, Any]) -> bool:
+    found = cp.kubectl("get", config["kind"].lower(), config["metadata"]["name"], "-o", "json", check=False)
+    if found.returncode != 0:
+        return False
+    return any("url" in hook["clientConfig"] for hook in json.loads(found.stdout).get("webhooks") or [])
 
 
 # How kvinject gets installed: the chart's variant joins here with the same signature.
@@ -152,7 +163,7 @@ INSTALLERS: dict[str, Callable[..., Installed]] = {"kustomize": kustomize_instal
 
 def uninstall(cp: ControlPlane) -> None:
     """Remove the Deployment and what only it needs (the session's install keeps the namespace, RBAC, CRD and
-    policies). Register the webhooks elsewhere first."""
+    policies). Its replicas stop at once (grace 1 s): call it when nothing sends them admissions."""
     for kind, name in (
         ("deployment", "kvinject"),
         ("poddisruptionbudget", "kvinject"),
@@ -160,7 +171,7 @@ def uninstall(cp: ControlPlane) -> None:
         ("secret", "kvinject-tls"),
     ):
         cp.kubectl("delete", kind, name, "-n", NAMESPACE, "--ignore-not-found", "--wait=false")
-    # Nothing calls them once the webhooks are elsewhere: no need for their graceful shutdown.
+    # No load any more: their graceful shutdown is not what is being tested here.
     cp.kubectl(
         "delete", "pods", "-n", NAMESPACE, "-l", "app.kubernetes.io/name=kvinject", "--grace-period=1", "--wait=false"
     )

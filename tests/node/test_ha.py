@@ -53,9 +53,10 @@ def installed(
         rollout_complete(cp)
         yield result, workdir
     finally:
-        point_webhooks_at(cp, kvinject)  # first: then nothing calls the replicas any more, they may stop at once
+        # Replicas first: in certificate mode self they write their caBundle into the webhook configurations.
         uninstall(cp)
         wait_for(lambda: not replicas(cp, terminating=True), "kvinject's pods to be gone")
+        point_webhooks_at(cp, kvinject)
 
 
 @pytest.fixture(scope="module")
