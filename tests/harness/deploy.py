@@ -8,7 +8,7 @@ Two ways in, one result (`Installed`):
   certificates (webhook/certs.py) and that CA as every webhook's caBundle. A `revision` annotation on the pod
   template makes a new rollout of the same image (an upgrade, as far as the cluster can tell).
 - a Helm variant (charts/kvinject) goes into INSTALLERS beside it, taking the same arguments (not written yet:
-  the chart is another part of issue 15).
+  the chart is another part of issue 15; see the SEAM comment at INSTALLERS).
 
 The objects are applied with server-side apply, except webhook configurations still sending to a URL: the
 session's kvinject registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a
@@ -157,7 +157,11 @@ def _sends_to_url(cp: ControlPlane, config: dict[str, Any]) -> bool:
     return any("url" in hook["clientConfig"] for hook in json.loads(found.stdout).get("webhooks") or [])
 
 
-# How kvinject gets installed: the chart's variant joins here with the same signature.
+# How kvinject gets installed; tests/node/test_ha.py runs every scenario once per entry. SEAM for the Helm chart
+# (charts/kvinject, not in this branch yet): `helm_install(cp, workdir, image, revision="1") -> Installed`, i.e.
+# `helm upgrade --install kvinject charts/kvinject -n kvinject` with the image split into the chart's
+# image.registry/repository/tag, image.pullPolicy=Never, a pod annotation REVISION_ANNOTATION=revision (an upgrade
+# under load), and the certificate as the chart's default mode wants it; registered as INSTALLERS["helm"].
 INSTALLERS: dict[str, Callable[..., Installed]] = {"kustomize": kustomize_install}
 
 

@@ -186,7 +186,10 @@ def evict(cp: ControlPlane, pod: str) -> subprocess.CompletedProcess[str]:
     """The Eviction API, as `kubectl drain` calls it (refused while the PodDisruptionBudget allows no disruption)."""
     eviction = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod, "namespace": NAMESPACE}}
     path = f"/api/v1/namespaces/{NAMESPACE}/pods/{pod}/eviction"
-    return cp.kubectl("create", "--raw", path, "-f", "-", input=json.dumps(eviction), check=False)
+    result: subprocess.CompletedProcess[str] = cp.kubectl(
+        "create", "--raw", path, "-f", "-", input=json.dumps(eviction), check=False
+    )
+    return result
 
 
 def test_a_node_drain_evicts_one_replica_at_a_time_under_load(
