@@ -7,6 +7,7 @@ import contextlib
 import logging
 import ssl
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -64,9 +65,34 @@ class CertReloader:
             self.check()
 
 
+class CloseWhileDraining:
+    """ASGI wrapper: while the app drains, every response says `Connection: close`.
+
+    Endpoints stop sending a draining replica new connections, but the apiserver keeps its keep-alive
+    connections (pinned to this pod by conntrack behind a ClusterIP) and would go on using them until the
+    process exits and resets them under requests in flight. Closing each connection after its next answer
+    moves the apiserver to the other replicas while this one still serves (the client closes, no race)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and self.app.state.draining:
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 class DrainingServer(uvicorn.Server):
-    """uvicorn with a drain: the first SIGTERM/SIGINT flips readiness, serving goes on for `drain` seconds,
-    then uvicorn's own graceful shutdown (stop accepting, finish in-flight requests) runs."""
+    """uvicorn with a drain: the first SIGTERM/SIGINT flips readiness and closes each connection after its next
+    answer (CloseWhileDraining), serving goes on for `drain` seconds, then uvicorn's own graceful shutdown (stop
+    accepting, finish in-flight requests) runs."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain: float):
         super().__init__(config)
@@ -89,7 +115,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: FastAPI, settings: Settings) -> None:
     config = uvicorn.Config(
-        app,
+        CloseWhileDraining(app),
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.cert_file),

@@ -39,7 +39,8 @@ node's namespace), `wait_until(probe, what)` (`wait_for` that fails as soon as a
 
 Pods: images by `node.images[...]` with imagePullPolicy Never; pod IPs from 10.88.<i>.0/24 on the node's bridge;
 pods reach servers listening on 192.0.2.10 (the bridge routes to it) and resolve test names through hostAliases
-(the node's hosts file is for its own processes). No kube-proxy: Service ClusterIPs do not answer.
+(the node's hosts file is for its own processes). No kube-proxy of its own: Service ClusterIPs answer only with
+tests/harness/services.py's ServiceNetwork started beside it.
 
 How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
 - It needs root and tests/isolated.sh's private network, mount and PID namespaces (the veth `kvinject-node` with
