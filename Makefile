@@ -27,10 +27,11 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
-# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook and
-# the SecretProviderClass CRD, built from their Go modules once and cached in ~/.cache/kvinject.
+# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook,
+# the SecretProviderClass CRD and Helm, built from their Go modules once and cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
+	tests/e2e/build_helm.sh >/dev/null
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
 # provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian
