@@ -81,15 +81,20 @@ class Helm:
         path.write_text(json.dumps(values))
         return ["--values", str(path)]
 
+    def template_text(
+        self, values: Mapping[str, Any] | None = None, namespace: str = "kvinject", release: str = "kvinject"
+    ) -> str:
+        """`helm template` of the chart: the YAML it prints."""
+        return self.run(
+            "template", release, str(CHART), "--namespace", namespace, "--kube-version", self.kube_version,
+            *self.values_args(values),
+        ).stdout
+
     def template(
         self, values: Mapping[str, Any] | None = None, namespace: str = "kvinject", release: str = "kvinject"
     ) -> list[dict[str, Any]]:
         """`helm template` of the chart: the rendered objects."""
-        out = self.run(
-            "template", release, str(CHART), "--namespace", namespace, "--kube-version", self.kube_version,
-            *self.values_args(values),
-        )
-        return documents(out.stdout)
+        return documents(self.template_text(values, namespace, release))
 
     def release(
         self, verb: str, values: Mapping[str, Any] | None, namespace: str, release: str = "kvinject", *extra: str
@@ -106,6 +111,19 @@ def kustomize(path: Path) -> list[dict[str, Any]]:
     if result.returncode != 0:
         raise AssertionError(f"kubectl kustomize {path} failed:\n{result.stderr}")
     return documents(result.stdout)
+
+
+def reparsed(text: str, workdir: Path) -> list[dict[str, Any]]:
+    """A rendering (YAML text) read through `kubectl kustomize`, i.e. by the YAML parser that read the base.
+
+    kustomize's parser and PyYAML differ on folded scalars with more-indented lines (the base's CEL
+    expressions): comparing the chart's text only after the same parser has read it keeps that out of the
+    comparison, while any difference in the text itself stays in.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "rendered.yaml").write_text(text)
+    (workdir / "kustomization.yaml").write_text("resources: [rendered.yaml]\n")
+    return kustomize(workdir)
 
 
 def key(obj: Mapping[str, Any]) -> tuple[str, str, str]:
