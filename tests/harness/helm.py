@@ -86,7 +86,13 @@ class Helm:
     ) -> str:
         """`helm template` of the chart: the YAML it prints."""
         return self.run(
-            "template", release, str(CHART), "--namespace", namespace, "--kube-version", self.kube_version,
+            "template",
+            release,
+            str(CHART),
+            "--namespace",
+            namespace,
+            "--kube-version",
+            self.kube_version,
             *self.values_args(values),
         ).stdout
 
