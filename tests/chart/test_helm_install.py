@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from tests.chart.rendered import Objects, webhooks
+from tests.chart.test_render import CASES as RENDER_CASES
 from tests.harness import Binaries, BinariesMissing, ControlPlane, unavailable, wait_for
 from tests.harness.helm import Helm, by_key
 
@@ -246,3 +247,27 @@ POLICY = {
         "allow": [{"vault": "kv-team", "objects": ["db-password"]}],
     },
 }
+
+
+NOT_SERVED_HERE = {"ServiceMonitor", "Certificate", "Issuer"}  # CRDs of the Prometheus Operator and cert-manager
+
+
+@pytest.mark.parametrize(("values", "namespace"), [c[1:3] for c in RENDER_CASES], ids=[c[0] for c in RENDER_CASES])
+def test_the_api_server_accepts_every_rendering(
+    cluster: ControlPlane, helm: Helm, values: dict[str, Any], namespace: str
+) -> None:
+    """Each values table of test_render.py renders objects the real API server validates (server-side dry run:
+    schemas, CEL expressions of the webhooks' matchConditions and the admission policies)."""
+    if namespace != NAMESPACE:
+        cluster.kubectl("create", "namespace", namespace, check=False)
+    rendered = [o for o in helm.template(values, namespace=namespace) if o["kind"] not in NOT_SERVED_HERE]
+    result = cluster.kubectl(
+        "apply",
+        "--dry-run=server",
+        "-f",
+        "-",
+        input=json.dumps({"apiVersion": "v1", "kind": "List", "items": rendered}),
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("(server dry run)") == len(rendered), result.stdout
