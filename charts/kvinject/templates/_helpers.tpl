@@ -45,7 +45,7 @@ system:serviceaccount:{{ .Release.Namespace }}:kvinject
 {{- define "kvinject.webhookAnnotations" -}}
 {{- if eq .Values.certificates.mode "cert-manager" }}
 annotations:
-  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/kvinject-serving
+  cert-manager.io/inject-ca-from: {{ .Release.Namespace }}/kvinject-ca
 {{- end }}
 {{- end }}
 
