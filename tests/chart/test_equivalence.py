@@ -20,12 +20,14 @@ from tests.harness.helm import MANIFESTS, Helm, by_key, kustomize, reparsed
 
 pytestmark = pytest.mark.e2e
 
-# Helm's own labels (the chart adds them, kustomize does not) and the CRD's keep policy (crds.keep: a Helm-only
-# instruction). Nothing else may differ.
+# What may differ, and nothing else: Helm's own labels (the chart adds them, kustomize does not), the CRD's keep
+# policy (crds.keep: a Helm-only instruction), the order of a container's env entries (below) and the Namespace.
 HELM_ONLY_LABELS = frozenset(
     {"helm.sh/chart", "app.kubernetes.io/managed-by", "app.kubernetes.io/instance", "app.kubernetes.io/version"}
 )
 HELM_ONLY_ANNOTATIONS = frozenset({"helm.sh/resource-policy"})
+# Container env lists are compared by name: their order means nothing here (no value refers to another with
+# $(NAME), checked below), and a kustomize strategic-merge patch moves the entries it sets to the front.
 # `helm install` stores its release in the namespace before creating anything, so the chart renders the
 # Namespace only with namespace.create=true (compared in its own case below).
 NAMESPACE = ("Namespace", "", "kvinject")
@@ -56,6 +58,11 @@ def normalized(obj: dict[str, Any]) -> dict[str, Any]:
         meta.pop(field, None)
         if kept:
             meta[field] = kept
+    spec = out.get("spec", {}).get("template", {}).get("spec", {})
+    for c in spec.get("containers", []) + spec.get("initContainers", []):
+        if "env" in c:
+            assert not any("$(" in str(e.get("value", "")) for e in c["env"]), c["env"]
+            c["env"] = sorted(c["env"], key=lambda e: e["name"])
     return out
 
 
@@ -140,7 +147,7 @@ def test_components_compose_without_duplicates(tmp_path: Path) -> None:
         ("ValidatingWebhookConfiguration", "", "kvinject"),
         ("ValidatingWebhookConfiguration", "", "kvinject-provider-classes"),
     ):
-        assert composed[k]["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "kvinject/kvinject-serving"}
+        assert composed[k]["metadata"]["annotations"] == {"cert-manager.io/inject-ca-from": "kvinject/kvinject-ca"}
     # The components change nothing else in the base's objects.
     untouched = set(base) - {
         ("ClusterRole", "", "kvinject"),

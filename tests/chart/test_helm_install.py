@@ -206,12 +206,17 @@ def test_install_upgrade_uninstall(cluster: ControlPlane, helm_on_cluster: Helm,
         h["name"] for c in stored.values() if c["kind"].endswith("WebhookConfiguration") for h in c["webhooks"]
     }
 
-    # -- upgrade to a user-provided certificate: the self-mode Role goes, the caBundle is the user's ----
+    # -- upgrade to a user-provided certificate: files mode, the user's Secret and caBundle; the live
+    # verification objects of the previous revision are removed -------------------------------------------
     user_ca = base64.b64encode(b"-----BEGIN CERTIFICATE-----\nTUlJ\n-----END CERTIFICATE-----\n").decode()
-    secret_mode = {**INSTALL, "certificates": {"mode": "secret", "caBundle": user_ca}}
+    secret_mode = {**INSTALL, "certificates": {"mode": "secret", "secretName": "mine", "caBundle": user_ca}}
     helm_on_cluster.release("upgrade", secret_mode, NAMESPACE)
     assert_release_is_live(cp, helm.template(secret_mode, namespace=NAMESPACE))
-    assert live(cp, {"kind": "Role", "metadata": {"name": "kvinject-certs", "namespace": NAMESPACE}}) is None
+    deployment = live(cp, {"kind": "Deployment", "metadata": {"name": "kvinject", "namespace": NAMESPACE}})
+    assert deployment is not None
+    assert {"name": "certs", "secret": {"secretName": "mine", "defaultMode": 420}} in deployment["spec"]["template"][
+        "spec"
+    ]["volumes"]
     assert live(cp, {"kind": "ValidatingAdmissionPolicy", "metadata": {"name": "kvinject-token-requests"}}) is None
     history = json.loads(helm_on_cluster.run("history", "kvinject", "-n", NAMESPACE, "-o", "json").stdout)
     assert [h["revision"] for h in history] == [1, 2, 3]

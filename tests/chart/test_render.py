@@ -29,7 +29,6 @@ WEBHOOK_CONFIGS = [
 ]
 OTHERS = ("validate-others.kvinject.io", "validate-classes-others.kvinject.io")
 KVINJECTS = ("mutate.kvinject.io", "validate.kvinject.io", "validate-classes.kvinject.io")
-CERT_RBAC = {"resourceNames", "admissionregistration.k8s.io"}
 
 
 def kinds(r: Objects) -> set[str]:
@@ -48,6 +47,7 @@ def check_defaults(r: Objects) -> None:
     assert e["KVINJECT_INIT_IMAGE"] == "ghcr.io/kvinject/kvinject-fetch:0.1.0"
     assert e["KVINJECT_NOT_OPTED_IN_ENFORCEMENT"] == "audit" and "KVINJECT_ENFORCEMENT" not in e  # enforce
     assert e["KVINJECT_CERT_MODE"] == "self" and e["KVINJECT_CERT_SECRET"] == "kvinject-tls"
+    assert {"name": "certs", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod_spec(r)["volumes"]
     assert "KVINJECT_LIVE_VERIFY" not in e
     hooks = webhooks(r)
     assert {n: h["failurePolicy"] for n, h in hooks.items()} == {
@@ -61,8 +61,11 @@ def check_defaults(r: Objects) -> None:
         "minAvailable": 1,
         "selector": {"matchLabels": {"app.kubernetes.io/name": "kvinject"}},
     }
-    role = one(r, "Role", "kvinject-certs")
+    role = one(r, "Role", "kvinject-certificates")
     assert {tuple(rule.get("resourceNames", [])) for rule in role["rules"]} == {(), ("kvinject-tls",)}
+    assert one(r, "RoleBinding", "kvinject-certificates")["roleRef"]["name"] == "kvinject-certificates"
+    names = {tuple(rule.get("resourceNames", [])) for rule in cluster_role_rules(r)}
+    assert ("kvinject",) in names and ("kvinject", "kvinject-provider-classes") in names
     assert kinds(r).isdisjoint({"ServiceMonitor", "NetworkPolicy", "Certificate", "Issuer", "Namespace"})
     assert [v["metadata"]["name"] for v in objects_of(r, "ValidatingAdmissionPolicy")] == [
         "kvinject-reserved-provider-classes"
@@ -107,22 +110,21 @@ def check_cert_manager(r: Objects) -> None:
     assert serving["issuerRef"] == {"name": "kvinject-ca", "kind": "Issuer"} and "isCA" not in serving
     assert serving["secretName"] == "kvinject-tls"
     assert serving["dnsNames"] == ["kvinject.kvinject.svc", "kvinject.kvinject.svc.cluster.local"]
+    # cainjector publishes the CA (it outlives the serving certificates it signs).
     for kind, name in WEBHOOK_CONFIGS:
         assert one(r, kind, name)["metadata"]["annotations"] == {
-            "cert-manager.io/inject-ca-from": "kvinject/kvinject-serving"
+            "cert-manager.io/inject-ca-from": "kvinject/kvinject-ca"
         }
-    assert "KVINJECT_CERT_MODE" not in env(r)  # files, the server's default
+    assert env(r)["KVINJECT_CERT_MODE"] == "files"
     assert {"name": "certs", "secret": {"secretName": "kvinject-tls"}} in pod_spec(r)["volumes"]
-    assert "Role" not in kinds(r)
-    assert not any("resourceNames" in rule for rule in cluster_role_rules(r))
 
 
 def check_secret(r: Objects) -> None:
     for hook in webhooks(r).values():
         assert hook["clientConfig"]["caBundle"] == "Q0E="
     assert {"name": "certs", "secret": {"secretName": "my-tls"}} in pod_spec(r)["volumes"]
-    assert {"name": "certs", "mountPath": "/certs", "readOnly": True} in container(r)["volumeMounts"]
-    assert "Role" not in kinds(r) and "Certificate" not in kinds(r)
+    assert env(r)["KVINJECT_CERT_MODE"] == "files" and env(r)["KVINJECT_CERT_SECRET"] == "my-tls"
+    assert "Certificate" not in kinds(r)
     for kind, name in WEBHOOK_CONFIGS:
         assert "annotations" not in one(r, kind, name)["metadata"]
 
