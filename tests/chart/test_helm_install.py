@@ -166,6 +166,8 @@ def test_install_upgrade_uninstall(cluster: ControlPlane, helm_on_cluster: Helm,
     )
     status = json.loads(helm_on_cluster.run("status", "kvinject", "-n", NAMESPACE, "-o", "json").stdout)
     assert status["info"]["status"] == "deployed" and status["version"] == 1
+    notes = helm_on_cluster.run("get", "notes", "kvinject", "-n", NAMESPACE).stdout
+    assert "Rollout: audit-first" in notes and "Certificates: self" in notes
 
     # kvinject (self certificate mode) writes the caBundle into its webhooks: an upgrade must keep it.
     for kind, name in (("mutatingwebhookconfiguration", "kvinject"), ("validatingwebhookconfiguration", "kvinject")):
@@ -199,6 +201,8 @@ def test_install_upgrade_uninstall(cluster: ControlPlane, helm_on_cluster: Helm,
     env = {e["name"]: e.get("value") for e in server["env"]}
     assert env["KVINJECT_NOT_OPTED_IN_ENFORCEMENT"] == "enforce" and env["KVINJECT_ENFORCEMENT"] == "warn"
     assert env["KVINJECT_LIVE_VERIFY"] == "true"
+    notes = helm_on_cluster.run("get", "notes", "kvinject", "-n", NAMESPACE).stdout
+    assert "Rollout: enforce" in notes and "enforcement=warn" in notes and "Live verification: on" in notes
     role = stored[("ClusterRole", "", "kvinject")]
     assert {"apiGroups": [""], "resources": ["serviceaccounts/token"], "verbs": ["create"]} in role["rules"]
     assert ("ValidatingAdmissionPolicy", "", "kvinject-token-requests") in stored
