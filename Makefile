@@ -41,11 +41,12 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
-# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook and
-# the SecretProviderClass CRD, and cert-manager (its overlay's test), built from their Go modules once and cached
-# in ~/.cache/kvinject.
+# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook, the
+# SecretProviderClass CRD, Helm and cert-manager (its component's test), built from their Go modules once and
+# cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
+	tests/e2e/build_helm.sh >/dev/null
 	tests/e2e/build_cert_manager.sh
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure

@@ -105,7 +105,7 @@ def test_webhook_configurations() -> None:
 
 def test_token_permission_only_in_the_live_verification_overlay() -> None:
     assert "serviceaccounts/token" not in (BASE / "rbac.yaml").read_text()
-    overlay = (ROOT / "manifests" / "overlays" / "live-verification" / "kustomization.yaml").read_text()
+    overlay = (ROOT / "manifests" / "components" / "live-verification" / "kustomization.yaml").read_text()
     assert "serviceaccounts/token" in overlay and '"create"' in overlay
     assert not any(
         "serviceaccounts/token" in p.read_text()
@@ -114,7 +114,7 @@ def test_token_permission_only_in_the_live_verification_overlay() -> None:
     )
 
 
-OVERLAY = ROOT / "manifests" / "overlays" / "live-verification"
+OVERLAY = ROOT / "manifests" / "components" / "live-verification"
 KVINJECT_SA = "system:serviceaccount:kvinject:kvinject"
 
 
@@ -159,7 +159,7 @@ def test_reserved_provider_classes_policy_is_in_the_base() -> None:
 
 
 def test_token_request_policy_is_in_the_live_verification_overlay_only() -> None:
-    assert kustomization(OVERLAY)["resources"] == ["../../base", "token-request-policy.yaml"]
+    assert kustomization(OVERLAY)["resources"] == ["token-request-policy.yaml"]
     assert not any("kvinject-token-requests" in p.read_text() for p in BASE.glob("*.yaml"))
     policy, _ = policy_and_binding(OVERLAY / "token-request-policy.yaml")
     (rule,) = policy["spec"]["matchConstraints"]["resourceRules"]
