@@ -4,15 +4,29 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test lint unit e2e-binaries node-binaries node-images provider-view bench-tools bench bench-node bench-policy soak fuzz clean
+.PHONY: install lock run test lint unit e2e-binaries node-binaries node-images provider-view bench-tools bench bench-node bench-policy soak fuzz clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The runtime dependencies at the locked versions (those of the kvinject image; constraints cannot carry
+# hashes, so they are dropped here), the dev tools as pyproject allows.
+$(STAMP): pyproject.toml requirements/serve.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	sed -e '/--hash=/d' -e 's/ *\\$$//' requirements/serve.txt >$(VENV)/serve-constraints.txt
+	$(BIN)/pip install -q -e '.[serve,dev]' -c $(VENV)/serve-constraints.txt
 	touch $@
+
+# Regenerate the lock files (exact versions and hashes) from pyproject.toml: the kvinject image's
+# (dependencies + [serve]), the kvinject-fetch image's (dependencies, at the same versions) and the build
+# backend's, for Python 3.11 on any platform. Versions already locked are kept unless pyproject.toml excludes
+# them; `make lock LOCK_FLAGS=--upgrade` moves everything to the newest allowed (docs/images.md).
+LOCK := $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes --custom-compile-command 'make lock' $(LOCK_FLAGS)
+lock: install
+	$(LOCK) pyproject.toml --extra serve -o requirements/serve.txt
+	$(LOCK) pyproject.toml -c requirements/serve.txt -o requirements/fetch.txt
+	$(BIN)/python -c 'import tomllib; print(*tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"], sep="\n")' \
+		| $(LOCK) - -o requirements/build.txt
 
 # Serve https://127.0.0.1:8443 on the embedded default cluster (no Kubernetes needed).
 run: install
@@ -27,10 +41,13 @@ lint: install
 unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
-# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook and
-# the SecretProviderClass CRD, built from their Go modules once and cached in ~/.cache/kvinject.
+# kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook, the
+# SecretProviderClass CRD, Helm and cert-manager (its component's test), built from their Go modules once and
+# cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
+	tests/e2e/build_helm.sh >/dev/null
+	tests/e2e/build_cert_manager.sh
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
 # provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian

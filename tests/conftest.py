@@ -184,10 +184,10 @@ def node(
     node_artifacts: NodeArtifacts, control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
     """A Ready node `kvinject-node` at 192.0.2.10 on the session's control plane, for the whole session (it starts in
-    seconds; the images are imported once): containerd with the pause, busybox and kvinject images, the kubelet,
-    kube-scheduler, the Secrets Store CSI driver (rotation on, every 5s) and the Azure provider. Tests add hosts
-    entries (`node.set_hosts`) and the provider's environment (`node.set_provider_env`) as they need them. Its
-    teardown must leave nothing behind."""
+    seconds; the images are imported once): containerd with the pause, busybox, kvinject and kvinject-fetch images,
+    the kubelet, kube-scheduler, the Secrets Store CSI driver (rotation on, every 5s) and the Azure provider. Tests
+    add hosts entries (`node.set_hosts`) and the provider's environment (`node.set_provider_env`) as they need them.
+    Its teardown must leave nothing behind."""
     with Node(control_plane, tmp_path_factory.mktemp("node"), node_artifacts, rotation_interval="5s") as started:
         sys.stderr.write(f"\n[e2e] {describe(started)}\n")
         yield started

@@ -54,7 +54,14 @@ async def _freeze_when_ready(cluster: Cluster) -> None:
     gc.freeze()
 
 
-def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = None) -> FastAPI:
+def create_app(
+    settings: Settings,
+    cluster: Cluster,
+    metrics: Metrics | None = None,
+    not_ready: Callable[[FastAPI], str | None] | None = None,
+) -> FastAPI:
+    """`not_ready`: a further readiness condition (why not ready, or None), e.g. the served certificate's CA
+    published in the webhook configurations (cert_mode self)."""
     metrics = metrics or Metrics()
     mutator = Mutator(settings, cluster, metrics)
     validator = Validator(settings, cluster, metrics)
@@ -132,6 +139,9 @@ def create_app(settings: Settings, cluster: Cluster, metrics: Metrics | None = N
     async def readyz() -> Response:
         if app.state.draining:
             return PlainTextResponse("shutting down", status_code=503)
+        reason = not_ready(app) if not_ready is not None else None
+        if reason is not None:
+            return PlainTextResponse(reason, status_code=503)
         if cluster.ready():
             return PlainTextResponse("ok")
         return PlainTextResponse("caches not synced", status_code=503)

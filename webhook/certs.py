@@ -97,13 +97,17 @@ def certificate(
     server: bool = False,
     client: bool = False,
     days: float = 365,
+    now: dt.datetime | None = None,
+    not_after: dt.datetime | None = None,
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     """A certificate and its new ECDSA P-256 key, self-signed unless `issuer` (a CA's certificate and key) signs it.
 
     A CA (`ca`) may sign certificates and CRLs at any depth; any certificate may sign (digital signature), with the
-    extended key usages asked for (`server`, `client`) and the subject alternative names `dns_names` and `ips`."""
+    extended key usages asked for (`server`, `client`) and the subject alternative names `dns_names` and `ips`.
+    Valid from five minutes before `now` (default: the clock; the margin absorbs skew between clocks) for `days`,
+    or until `not_after` when given (a leaf must not outlive the CA that signs it)."""
     key = _key()
-    now = dt.datetime.now(dt.UTC)
+    now = now or dt.datetime.now(dt.UTC)
     subject = x509.Name(
         [
             *(x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in organizations),
@@ -118,7 +122,7 @@ def certificate(
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=days))
+        .not_valid_after(not_after or now + dt.timedelta(days=days))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -152,6 +156,12 @@ def certificate(
     if sans:
         builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
     return builder.sign(signing_key, hashes.SHA256()), key
+
+
+def write_file(path: Path, data: bytes) -> Path:
+    """`data` written atomically (a reloading server never reads half a file)."""
+    _write(path, data)
+    return path
 
 
 def write_private_key(path: Path, key: PrivateKeyTypes) -> Path:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -15,6 +16,9 @@ from webhook.commands import helptext, logs, mutate, report, startup
 from webhook.commands.common import EXIT_ALLOWED, EXIT_UNUSABLE
 from webhook.policy import Enforcement
 from webhook.settings import Settings
+
+if TYPE_CHECKING:
+    from webhook.selfcert import SelfCert
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -43,7 +47,7 @@ def _configure_logging(level: str, fmt: str = "text") -> None:
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = _settings(args)
     _configure_logging(settings.log_level, settings.log_format)
-    for path in (settings.cert_file, settings.key_file):
+    for path in (settings.cert_file, settings.key_file) if settings.cert_mode == "files" else ():
         if not path.is_file():
             print(
                 f"kvinject: {path} not found: run `kvinject certs` or set KVINJECT_CERT_FILE/KEY_FILE", file=sys.stderr
@@ -51,6 +55,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             return EXIT_UNUSABLE
     try:
         cluster = load(settings.cluster_file, settings.kubeconfig)
+        own_certificate = _own_certificate(settings) if settings.cert_mode == "self" else None
     except ClusterError as exc:
         print(f"kvinject: {exc}", file=sys.stderr)
         return EXIT_UNUSABLE
@@ -59,8 +64,29 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     logging.getLogger("kvinject").info("%s", startup.summary(settings))
     startup.report_sync(cluster)
-    serve(create_app(settings, cluster), settings)
+    not_ready = None
+    if own_certificate is not None:
+        keeper = own_certificate
+
+        def not_ready(app: Any) -> str | None:
+            loaded: bytes | None = getattr(getattr(app.state, "tls", None), "loaded", None)
+            return keeper.not_ready(loaded)
+
+    serve(create_app(settings, cluster, not_ready=not_ready), settings)
     return EXIT_ALLOWED
+
+
+def _own_certificate(settings: Settings) -> SelfCert:
+    """cert_mode self: the certificate keeper started, once it has written a serving certificate to serve."""
+    from webhook.cluster.api import ApiObjects
+    from webhook.selfcert import SelfCert
+
+    keeper = SelfCert(ApiObjects.from_config(settings.kubeconfig), settings)
+    keeper.start()
+    log = logging.getLogger("webhook.selfcert")
+    while not keeper.files_written.wait(10):
+        log.warning("no serving certificate yet from Secret %s/%s", settings.pod_namespace, settings.cert_secret)
+    return keeper
 
 
 def cmd_mutate(args: argparse.Namespace) -> int:
@@ -239,7 +265,7 @@ def parser() -> argparse.ArgumentParser:
     f = sub.add_parser(
         "fetch",
         help="init-container entrypoint: write the Key Vault objects in KVINJECT_OBJECTS to files",
-        description="The kvinject-fetch init container: read every object, then write them all (or none).",
+        description=helptext.FETCH_DESCRIPTION,
         formatter_class=helptext.Formatter,
         epilog=helptext.fetch_epilog(),
     )

@@ -49,6 +49,9 @@ OBJECT_VERSION = re.compile(r"^[a-zA-Z0-9]{1,32}$")
 VOLUME_NAME = "kvinject-secrets"
 INIT_CONTAINER = "kvinject-fetch"
 INIT_COMMAND = ("kvinject", "fetch")
+# The published images, tagged with webhook.__version__: the server, and the init container's (docs/images.md).
+IMAGE_REPOSITORY = "ghcr.io/kvinject/kvinject"
+FETCH_IMAGE_REPOSITORY = "ghcr.io/kvinject/kvinject-fetch"
 TOKEN_VOLUME = "kvinject-azure-token"
 TOKEN_DIR = "/var/run/secrets/kvinject/azure-token"
 TOKEN_FILE = "azure-identity-token"

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import ssl
 import threading
+from collections.abc import MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class CertReloader:
     def __init__(self, ctx: ssl.SSLContext, cert_file: Path, key_file: Path, interval: float):
         self.ctx, self.cert_file, self.key_file, self.interval = ctx, cert_file, key_file, interval
         self.seen = _fingerprint(cert_file, key_file)
+        self.loaded = cert_file.read_bytes()  # the certificate (PEM) new handshakes present
         self.reloads = 0
 
     def check(self) -> bool:
@@ -46,12 +48,13 @@ class CertReloader:
             now = _fingerprint(self.cert_file, self.key_file)
             if now == self.seen:
                 return False
+            loaded = self.cert_file.read_bytes()
             tls_context(self.cert_file, self.key_file)  # validate the pair before touching the live context
             self.ctx.load_cert_chain(str(self.cert_file), str(self.key_file))
         except (OSError, ssl.SSLError) as exc:
             log.warning("certificate files changed but cannot be loaded yet (%s); keeping the current one", exc)
             return False
-        self.seen = now
+        self.seen, self.loaded = now, loaded
         self.reloads += 1
         log.info("reloaded serving certificate from %s", self.cert_file)
         return True
@@ -62,9 +65,34 @@ class CertReloader:
             self.check()
 
 
+class CloseWhileDraining:
+    """ASGI wrapper: while the app drains, every response says `Connection: close`.
+
+    Endpoints stop sending a draining replica new connections, but the apiserver keeps its keep-alive
+    connections (pinned to this pod by conntrack behind a ClusterIP) and would go on using them until the
+    process exits and resets them under requests in flight. Closing each connection after its next answer
+    moves the apiserver to the other replicas while this one still serves (the client closes, no race)."""
+
+    def __init__(self, app: FastAPI) -> None:
+        self.app = app
+
+    async def __call__(self, scope: MutableMapping[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def closing(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.start" and self.app.state.draining:
+                message["headers"] = [*message.get("headers", []), (b"connection", b"close")]
+            await send(message)
+
+        await self.app(scope, receive, closing)
+
+
 class DrainingServer(uvicorn.Server):
-    """uvicorn with a drain: the first SIGTERM/SIGINT flips readiness, serving goes on for `drain` seconds,
-    then uvicorn's own graceful shutdown (stop accepting, finish in-flight requests) runs."""
+    """uvicorn with a drain: the first SIGTERM/SIGINT flips readiness and closes each connection after its next
+    answer (CloseWhileDraining), serving goes on for `drain` seconds, then uvicorn's own graceful shutdown (stop
+    accepting, finish in-flight requests) runs."""
 
     def __init__(self, config: uvicorn.Config, app: FastAPI, drain: float):
         super().__init__(config)
@@ -87,7 +115,7 @@ class DrainingServer(uvicorn.Server):
 
 def serve(app: FastAPI, settings: Settings) -> None:
     config = uvicorn.Config(
-        app,
+        CloseWhileDraining(app),
         host=settings.host,
         port=settings.port,
         ssl_certfile=str(settings.cert_file),
@@ -104,6 +132,7 @@ def serve(app: FastAPI, settings: Settings) -> None:
     # Replace uvicorn's context with ours: TLS 1.2+, and one object the reloader can update.
     config.ssl = tls_context(settings.cert_file, settings.key_file)
     reloader = CertReloader(config.ssl, settings.cert_file, settings.key_file, settings.cert_reload_seconds)
+    app.state.tls = reloader  # readiness may ask which certificate is served
     server = DrainingServer(config, app, settings.shutdown_drain_seconds)
 
     async def main() -> None:

@@ -8,8 +8,8 @@ from typing import Literal
 from pydantic import Field, PrivateAttr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from webhook import clouds
-from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX
+from webhook import __version__, clouds
+from webhook.names import DEFAULT_AUTHORITY, DEFAULT_VAULT_DNS_SUFFIX, FETCH_IMAGE_REPOSITORY
 from webhook.policy import Enforcement
 
 
@@ -59,9 +59,10 @@ class Settings(BaseSettings):
     # allowed; when attributes are allowed, the class's parameters with the attributes over them are judged.
     allow_volume_attributes: bool = False
     allow_node_publish_secret: bool = False
-    # Init mode: the image of the kvinject-fetch init container (this project's image) and where it
+    # Init mode: the image of the kvinject-fetch init container (the kvinject-fetch image of this version,
+    # docs/images.md; the kustomize base and the chart set it with the server's image) and where it
     # authenticates and reads (the public cloud by default).
-    init_image: str = "ghcr.io/kvinject/kvinject:0.1.0"
+    init_image: str = f"{FETCH_IMAGE_REPOSITORY}:{__version__}"
     authority_host: str = DEFAULT_AUTHORITY
     vault_dns_suffix: str = DEFAULT_VAULT_DNS_SUFFIX
     # Size of the in-memory volume holding the files: it counts against the pod's memory.
@@ -83,6 +84,31 @@ class Settings(BaseSettings):
     live_fail_open: bool = False
     # A cold cache must not hang admissions: lookups that miss go to the API with this budget.
     api_timeout_seconds: float = Field(default=3.0, gt=0)
+
+    # Certificates (docs/certificates.md). `files`: serve cert_file/key_file as found (a mounted Secret, e.g.
+    # cert-manager's), reloading them when they change. `self`: kvinject makes and rotates its own CA and serving
+    # certificate in the Secret cert_secret of pod_namespace, writes them to cert_file/key_file, and writes the
+    # caBundle into its webhook configurations.
+    cert_mode: Literal["files", "self"] = "files"
+    # The Service the apiserver calls (the serving certificate names <service>.<namespace>.svc[.cluster.local]).
+    service_name: str = Field(default="kvinject", pattern=r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+    # kvinject's own namespace, from the downward API (metadata.namespace).
+    pod_namespace: str = Field(default="kvinject", pattern=r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+    cert_secret: str = Field(default="kvinject-tls", pattern=r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+    # Further names for the serving certificate: DNS names or IP addresses (JSON list).
+    cert_hosts: list[str] = Field(default_factory=list)
+    # The webhook configurations whose caBundle kvinject writes (JSON lists).
+    cert_mutating_webhooks: list[str] = Field(default_factory=lambda: ["kvinject"])
+    cert_validating_webhooks: list[str] = Field(default_factory=lambda: ["kvinject", "kvinject-provider-classes"])
+    cert_ca_lifetime_seconds: float = Field(default=730 * 86400.0, gt=0)
+    cert_ca_renew_before_seconds: float = Field(default=90 * 86400.0, gt=0)
+    cert_leaf_lifetime_seconds: float = Field(default=90 * 86400.0, gt=0)
+    cert_leaf_renew_before_seconds: float = Field(default=30 * 86400.0, gt=0)
+    # How long a new trust bundle or leaf is given to reach the apiserver and every replica before the next
+    # rotation step relies on it; at least twice cert_check_seconds.
+    cert_propagation_seconds: float = Field(default=120.0, gt=0)
+    # Every replica re-reads the Secret and its webhook configurations this often (and on every Secret change).
+    cert_check_seconds: float = Field(default=30.0, gt=0)
 
     _cloud: clouds.Cloud | None = PrivateAttr(default=None)
 
@@ -112,6 +138,28 @@ class Settings(BaseSettings):
             setattr(self, field, value)
         self.cloud_name = cloud.name
         self._cloud = cloud
+        return self
+
+    @model_validator(mode="after")
+    def _check_cert_timing(self) -> Settings:
+        """Lifetimes that leave room for the overlap (self mode only: files mode ignores them)."""
+        if self.cert_mode != "self":
+            return self
+        for renew, lifetime, what in (
+            (self.cert_ca_renew_before_seconds, self.cert_ca_lifetime_seconds, "CA"),
+            (self.cert_leaf_renew_before_seconds, self.cert_leaf_lifetime_seconds, "LEAF"),
+        ):
+            if renew >= lifetime:
+                raise ValueError(
+                    f"KVINJECT_CERT_{what}_RENEW_BEFORE_SECONDS must be below KVINJECT_CERT_{what}_LIFETIME_SECONDS"
+                )
+        if self.cert_ca_renew_before_seconds <= 2 * self.cert_propagation_seconds:
+            raise ValueError(
+                "KVINJECT_CERT_CA_RENEW_BEFORE_SECONDS must exceed twice KVINJECT_CERT_PROPAGATION_SECONDS"
+                " (a new CA is trusted, then signs, then the old one goes, each after a propagation)"
+            )
+        if self.cert_propagation_seconds < 2 * self.cert_check_seconds:
+            raise ValueError("KVINJECT_CERT_PROPAGATION_SECONDS must be at least twice KVINJECT_CERT_CHECK_SECONDS")
         return self
 
     @property

@@ -262,7 +262,7 @@ def test_a_hand_written_kvinject_fetch_container(control_plane: ControlPlane, te
     objects = json.dumps([{"alias": "x", "vault": "billing-kv", "name": "config", "type": "secret", "version": ""}])
     fetch = {
         "name": "kvinject-fetch",
-        "image": "ghcr.io/kvinject/kvinject:0.1.0",
+        "image": "ghcr.io/kvinject/kvinject-fetch:0.1.0",
         "command": ["kvinject", "fetch"],
         "env": [{"name": "KVINJECT_OBJECTS", "value": objects}, {"name": "AZURE_CLIENT_ID", "value": BILLING}],
     }

@@ -21,11 +21,11 @@ Constructor ``Node(control_plane, workdir, artifacts, *, ...)``:
                      --rotation-poll-interval 5s` (with the CSIDriver's requiresRepublish, the kubelet calls
                      NodePublishVolume again every few seconds and the driver re-reads at most once per interval)
   sync_frequency     the kubelet's syncFrequency (default "2s": republish calls come quickly)
-  images             which cached images to import: "pause" (always), "busybox", "kvinject"
+  images             which cached images to import: "pause" (always), "busybox", "kvinject", "fetch" (kvinject-fetch)
   schedule           run a kube-scheduler (default True); without it, bind pods with spec.nodeName
   taints             registerWithTaints, e.g. [{"key": "k", "value": "v", "effect": "NoSchedule"}]
 
-Attributes: `name`, `address` (192.0.2.10, its InternalIP), `images` ({"pause"|"busybox"|"kvinject": reference
+Attributes: `name`, `address` (192.0.2.10, its InternalIP), `images` ({"pause"|"busybox"|"kvinject"|"fetch": reference
 as imported; pods use them with imagePullPolicy Never}), the processes `containerd`, `kubelet`, `scheduler`,
 `driver`, `provider`, `registrar` (harness Processes: `.logs()` is the log's text), `csi_socket`,
 `provider_socket`, `registration_socket`, `kubelet_dir`, `run_dir`, `hosts_file`, `enter` (an argv prefix that
@@ -39,7 +39,8 @@ node's namespace), `wait_until(probe, what)` (`wait_for` that fails as soon as a
 
 Pods: images by `node.images[...]` with imagePullPolicy Never; pod IPs from 10.88.<i>.0/24 on the node's bridge;
 pods reach servers listening on 192.0.2.10 (the bridge routes to it) and resolve test names through hostAliases
-(the node's hosts file is for its own processes). No kube-proxy: Service ClusterIPs do not answer.
+(the node's hosts file is for its own processes). No kube-proxy of its own: Service ClusterIPs answer only with
+tests/harness/services.py's ServiceNetwork started beside it.
 
 How it runs (facts in tests/node/NOTES.md and /work/shared/E2E-NOTES.md):
 - It needs root and tests/isolated.sh's private network, mount and PID namespaces (the veth `kvinject-node` with
@@ -104,7 +105,8 @@ KUBELET_SYSCTLS = {
     "kernel/keys/root_maxkeys": "1000000",
     "kernel/keys/root_maxbytes": "25000000",
 }
-IMAGE_NAMES = ("pause", "busybox", "kvinject")
+# kvinject: the Dockerfile's serve target; fetch: its fetch target (kvinject-fetch, the init container's image).
+IMAGE_NAMES = ("pause", "busybox", "kvinject", "fetch")
 
 
 class NodeUnavailable(RuntimeError):

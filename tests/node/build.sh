@@ -24,7 +24,7 @@
 # Our own programs are keyed by a hash of their sources (sha12 above).
 #
 # Prints KEY=path lines on stdout for the harness (logs go to stderr):
-#   KUBELET= KUBE_SCHEDULER= SSCSI_DRIVER= AZURE_PROVIDER= REGISTRAR= PAUSE= SSCSI_MANIFESTS=
+#   KUBELET= KUBE_SCHEDULER= KUBE_PROXY= SSCSI_DRIVER= AZURE_PROVIDER= REGISTRAR= PAUSE= SSCSI_MANIFESTS=
 #
 # Usage: tests/node/build.sh                 # or: make node-binaries
 #        KVINJECT_CACHE=/some/dir tests/node/build.sh
@@ -297,7 +297,7 @@ file_is_static() {  # BINARY -> true when it has no program interpreter (no dyna
 
 log "go: $("$GO" version)"
 ensure_debs
-build_kubernetes kubelet kube-scheduler
+build_kubernetes kubelet kube-scheduler kube-proxy
 build_sscsi_driver
 fetch_sscsi_manifests
 build_azure_provider
@@ -310,6 +310,7 @@ cat <<EOF
 KVINJECT_CACHE=$CACHE
 KUBELET=$K8S_DIR/kubelet
 KUBE_SCHEDULER=$K8S_DIR/kube-scheduler
+KUBE_PROXY=$K8S_DIR/kube-proxy
 SSCSI_DRIVER=$CACHE/bin/secrets-store-csi-driver-$SSCSI_VERSION/secrets-store-csi-driver
 AZURE_PROVIDER=$CACHE/bin/provider-azure-$AZURE_PROVIDER_VERSION/secrets-store-csi-driver-provider-azure
 REGISTRAR=$REGISTRAR_BIN

@@ -28,11 +28,12 @@ def cloud_kvinject(
     node: Any,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[KvinjectServer]:
-    """kvinject serving for the cloud (its environment file, the init image built from our Dockerfile, the CA
-    ConfigMap), registered in place of the session's kvinject for the module, which gets it back afterwards."""
+    """kvinject serving for the cloud (its environment file, the init image: the kvinject-fetch image built from
+    our Dockerfile, the CA ConfigMap), registered in place of the session's kvinject for the module, which gets it
+    back afterwards."""
     node.set_hosts(azure_cloud.hosts)
     node.set_provider_env({"SSL_CERT_FILE": str(azure_cloud.ca_bundle)})
-    env = {**azure_cloud.kvinject_env(node.images["kvinject"]), "KVINJECT_LOG_LEVEL": "DEBUG"}
+    env = {**azure_cloud.kvinject_env(node.images["fetch"]), "KVINJECT_LOG_LEVEL": "DEBUG"}
     server = serve_as_shipped(control_plane, tmp_path_factory.mktemp("kvinject-cloud"), env)
     point_webhooks_at(control_plane, server)
     try:

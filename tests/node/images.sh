@@ -7,13 +7,14 @@
 #     busybox-<key>.tar                 kvinject.local/busybox:<key>   Debian's busybox-static + applet links
 #     kvinject-base-bookworm-<key>.tar  kvinject.local/kvinject-base:bookworm-<key>
 #                                       debootstrap --variant=minbase bookworm + python3 (3.11), python3-venv
-#     kvinject-<key>.tar                kvinject.local/kvinject:<key>  OUR Dockerfile, built by buildah with
-#                                       --build-arg BASE_IMAGE=<the base above>
+#     kvinject-<key>.tar                kvinject.local/kvinject:<key>  OUR Dockerfile's serve target and
+#     kvinject-fetch-<key>.tar          kvinject.local/kvinject-fetch:<key>  its fetch target (the init
+#                                       container), built by buildah with --build-arg BASE_IMAGE=<the base above>
 #
 # <key> is the first 12 hex digits of a sha256 over everything the image is made from (binaries,
-# tests/node/oci.py, the recipe; for kvinject: Dockerfile, .dockerignore, pyproject.toml,
-# README.md, webhook/ and the base's key), so a code change builds a new tar and a warm run only
-# checks that the tars exist (about a second). Old tars are left in place (never deleted here).
+# tests/node/oci.py, the recipe; for kvinject and kvinject-fetch: Dockerfile, .dockerignore, pyproject.toml,
+# README.md, requirements/, webhook/ and the base's key), so a code change builds new tars and a warm run
+# only checks that the tars exist (about a second). Old tars are left in place (never deleted here).
 #
 # pause, busybox and the base are written by tests/node/oci.py (no daemon). debootstrap and buildah
 # run as root inside a private mount namespace (`unshare --mount`), so nothing they mount outlives
@@ -23,6 +24,7 @@
 #
 # Prints KEY=value lines on stdout (logs go to stderr):
 #   PAUSE_IMAGE= PAUSE_IMAGE_TAR= BUSYBOX_IMAGE= BUSYBOX_IMAGE_TAR= KVINJECT_IMAGE= KVINJECT_IMAGE_TAR=
+#   FETCH_IMAGE= FETCH_IMAGE_TAR= (and the base's)
 #
 # Usage: tests/node/images.sh                # or: make node-images (after make node-binaries)
 #        KVINJECT_CACHE=/some/dir tests/node/images.sh
@@ -104,9 +106,11 @@ ns_base() {
         --cmd '["python3"]' >&2
 }
 
-# ns_kvinject STORAGE BASE_TAR BASE_REF TAR REF: build the Dockerfile with buildah, push the result.
+# ns_kvinject STORAGE BASE_TAR BASE_REF [TARGET TAR REF]...: build each target of the Dockerfile with
+# buildah (one storage, --layers: the targets share the wheel stage), push each to its tar.
 ns_kvinject() {
-    local storage=$1 base_tar=$2 base_ref=$3 tar=$4 ref=$5
+    local storage=$1 base_tar=$2 base_ref=$3
+    shift 3
     ns_private_run
     # buildah keeps a blob-info cache in /var/lib/containers/cache whatever --root says: give it
     # our scratch (the host's, if any, stays untouched); big temporary files go there too.
@@ -134,17 +138,22 @@ ns_kvinject() {
         [[ -z "${PIP_EXTRA_INDEX_URL:-}" ]] || echo "extra-index-url = $PIP_EXTRA_INDEX_URL"
     } >"$pipconf"
 
-    log "buildah bud $REPO_DIR/Dockerfile --build-arg BASE_IMAGE=$base_ref -t $ref ..."
-    local t0=$SECONDS
-    "${b[@]}" bud --pull=never --network host --layers=false --format docker \
-        --runtime-flag "root=$storage/runc" \
-        --build-arg "BASE_IMAGE=$base_ref" \
-        -v "$ca:/etc/ssl/certs/ca-certificates.crt:ro" -v "$pipconf:/etc/pip.conf:ro" \
-        -f "$REPO_DIR/Dockerfile" -t "$ref" "$REPO_DIR" >&2 \
-        || die "buildah bud of $REPO_DIR/Dockerfile failed (output above)"
-    log "built $ref in $((SECONDS - t0))s"
-    "${b[@]}" push --quiet "$ref" "docker-archive:$tar:$ref" >&2 || die "buildah push $ref to $tar failed"
-    "${b[@]}" rmi --all >/dev/null 2>&1 || true
+    local target tar ref t0
+    while (($# >= 3)); do
+        target=$1 tar=$2 ref=$3
+        shift 3
+        log "buildah bud $REPO_DIR/Dockerfile --target $target --build-arg BASE_IMAGE=$base_ref -t $ref ..."
+        t0=$SECONDS
+        "${b[@]}" bud --pull=never --network host --layers --format docker \
+            --runtime-flag "root=$storage/runc" \
+            --build-arg "BASE_IMAGE=$base_ref" --target "$target" \
+            -v "$ca:/etc/ssl/certs/ca-certificates.crt:ro" -v "$pipconf:/etc/pip.conf:ro" \
+            -f "$REPO_DIR/Dockerfile" -t "$ref" "$REPO_DIR" >&2 \
+            || die "buildah bud --target $target of $REPO_DIR/Dockerfile failed (output above)"
+        log "built $ref in $((SECONDS - t0))s"
+        "${b[@]}" push --quiet "$ref" "docker-archive:$tar:$ref" >&2 || die "buildah push $ref to $tar failed"
+    done
+    "${b[@]}" rmi --all --force >/dev/null 2>&1 || true
 }
 
 case "${1:-}" in
@@ -262,26 +271,28 @@ else
     log "kvinject base: wrote $BASE_TAR ($(size_of "$BASE_TAR"))"
 fi
 
-# ---------------------------------------------------------------------------- kvinject
+# ---------------------------------------------------------------------------- kvinject, kvinject-fetch
 # Exactly what the build context contributes (.dockerignore drops __pycache__), plus the recipe.
 kvinject_sources_sha() {
     (
         cd "$REPO_DIR"
         {
             printf '%s\0' Dockerfile .dockerignore pyproject.toml README.md
-            find webhook -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0
+            find requirements webhook -type f ! -path '*/__pycache__/*' ! -name '*.pyc' -print0
         } | LC_ALL=C sort -z | xargs -0 sha256sum
     ) | sha256sum | cut -d' ' -f1
 }
 BUILDAH_VERSION=$(buildah --version 2>/dev/null || echo none)
-KV_RECIPE="kvinject v1 base=$BASE_KEY $BUILDAH_VERSION $(sed -n '/^ns_kvinject()/,/^}/p' "$NODE_DIR/images.sh" | sha256sum | cut -c1-16)"
+KV_RECIPE="kvinject v2 serve+fetch base=$BASE_KEY $BUILDAH_VERSION $(sed -n '/^ns_kvinject()/,/^}/p' "$NODE_DIR/images.sh" | sha256sum | cut -c1-16)"
 KVINJECT_KEY=$({ echo "$KV_RECIPE"; kvinject_sources_sha; } | sha12)
 KVINJECT_REF=kvinject.local/kvinject:$KVINJECT_KEY
 KVINJECT_TAR=$IMAGES/kvinject-$KVINJECT_KEY.tar
-if archive_ok "$KVINJECT_TAR" "$KVINJECT_REF"; then
-    log "kvinject: cached ($KVINJECT_TAR)"
+FETCH_REF=kvinject.local/kvinject-fetch:$KVINJECT_KEY
+FETCH_TAR=$IMAGES/kvinject-fetch-$KVINJECT_KEY.tar
+if archive_ok "$KVINJECT_TAR" "$KVINJECT_REF" && archive_ok "$FETCH_TAR" "$FETCH_REF"; then
+    log "kvinject, kvinject-fetch: cached ($KVINJECT_TAR, $FETCH_TAR)"
 else
-    need_root_tools "the kvinject image"
+    need_root_tools "the kvinject images"
     work=$(new_scratch buildah)
     # The mount point for the namespace's bind (see ns_kvinject); removed after when made here.
     if [[ ! -e /var/lib/containers ]]; then
@@ -289,10 +300,13 @@ else
         MADE_VARLIB_CONTAINERS=1
     fi
     unshare --mount --propagation private -- "$NODE_DIR/images.sh" __ns_kvinject "$work" "$BASE_TAR" "$BASE_REF" \
-        "$KVINJECT_TAR.partial" "$KVINJECT_REF" || { rm -f "$KVINJECT_TAR.partial"; die "building the kvinject image failed"; }
+        fetch "$FETCH_TAR.partial" "$FETCH_REF" serve "$KVINJECT_TAR.partial" "$KVINJECT_REF" \
+        || { rm -f "$KVINJECT_TAR.partial" "$FETCH_TAR.partial"; die "building the kvinject images failed"; }
+    mv -f "$FETCH_TAR.partial" "$FETCH_TAR"
     mv -f "$KVINJECT_TAR.partial" "$KVINJECT_TAR"
     archive_ok "$KVINJECT_TAR" "$KVINJECT_REF" || die "the kvinject archive $KVINJECT_TAR is not readable"
-    log "kvinject: wrote $KVINJECT_TAR ($(size_of "$KVINJECT_TAR"))"
+    archive_ok "$FETCH_TAR" "$FETCH_REF" || die "the kvinject-fetch archive $FETCH_TAR is not readable"
+    log "kvinject: wrote $KVINJECT_TAR ($(size_of "$KVINJECT_TAR")); kvinject-fetch: wrote $FETCH_TAR ($(size_of "$FETCH_TAR"))"
 fi
 
 log "done"
@@ -305,4 +319,6 @@ KVINJECT_BASE_IMAGE=$BASE_REF
 KVINJECT_BASE_IMAGE_TAR=$BASE_TAR
 KVINJECT_IMAGE=$KVINJECT_REF
 KVINJECT_IMAGE_TAR=$KVINJECT_TAR
+FETCH_IMAGE=$FETCH_REF
+FETCH_IMAGE_TAR=$FETCH_TAR
 EOF

@@ -114,32 +114,36 @@ def test_node_runs_pods(node: Node, node_namespace: str) -> None:
         accepting.join()
     assert received == [b"from-pod\n"]
 
-    # the kvinject image, built from our Dockerfile, under the restricted Pod Security profile
-    name = "kvinject-help"
+    # both images built from our Dockerfile, under the restricted Pod Security profile (read-only root, non-root)
     restricted = {
         "allowPrivilegeEscalation": False,
         "readOnlyRootFilesystem": True,
         "capabilities": {"drop": ["ALL"]},
     }
-    create(
-        node.cp,
-        pod_manifest(
-            name,
-            node_namespace,
-            node.images["kvinject"],
-            container={"args": ["--help"], "securityContext": restricted},
-            restartPolicy="Never",
-            securityContext={
-                "runAsNonRoot": True,
-                "runAsUser": 65532,
-                "runAsGroup": 65532,
-                "seccompProfile": {"type": "RuntimeDefault"},
-            },
-        ),
-    )
-    pod = wait_phase(node, node_namespace, name, "Succeeded")
-    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
-    assert "usage: kvinject" in node.logs(node_namespace, name)
+    for image, args, printed in (
+        ("kvinject", ["--help"], "usage: kvinject"),
+        ("fetch", ["fetch", "--help"], "KVINJECT_OBJECTS"),
+    ):
+        name = f"{image}-help"
+        create(
+            node.cp,
+            pod_manifest(
+                name,
+                node_namespace,
+                node.images[image],
+                container={"args": args, "securityContext": restricted},
+                restartPolicy="Never",
+                securityContext={
+                    "runAsNonRoot": True,
+                    "runAsUser": 65532,
+                    "runAsGroup": 65532,
+                    "seccompProfile": {"type": "RuntimeDefault"},
+                },
+            ),
+        )
+        pod = wait_phase(node, node_namespace, name, "Succeeded")
+        assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+        assert printed in node.logs(node_namespace, name)
 
 
 def test_provider_takes_new_environment(node: Node) -> None:
@@ -292,8 +296,8 @@ def test_teardown_leaves_nothing(
         assert any("containerd-shim" in cmd for cmd in running.values()), running
         assert any(cmd == "sleep 3600" for cmd in running.values()), running
         assert node.bridge in network_interfaces()
-        during = programs()
-        assert all(during[name] > before[name] for name in ("kubelet", "containerd-shim-runc-v2", "pause")), during
+        # this node's own (machine-wide counts race with the session node's pods going away meanwhile)
+        assert {"kubelet", "containerd-shim-runc-v2", "pause"} <= {Path(c.split()[0]).name for c in running.values()}
         if failure == "kubelet killed":
             assert node.kubelet is not None
             os.kill(node.kubelet.pid, signal.SIGKILL)

@@ -101,7 +101,7 @@ def test_rotation_reaches_the_mounted_file_and_the_synced_secret(
     assert {o["id"]: o["version"] for o in status["status"]["objects"]} == {"secret/rotating": new_version}
 
 
-def test_init_mode_runs_kvinject_fetch_from_our_image_as_non_root(
+def test_init_mode_runs_kvinject_fetch_from_the_fetch_image_as_non_root(
     control_plane: ControlPlane, azure_cloud: AzureCloud, cloud_kvinject: KvinjectServer, node: Any
 ) -> None:
     cp, cloud = control_plane, azure_cloud
@@ -119,7 +119,8 @@ def test_init_mode_runs_kvinject_fetch_from_our_image_as_non_root(
     assert owner == ["440", str(FS_GROUP)]
     (created,) = pods(cp, ns, "init")
     (fetch,) = created["spec"]["initContainers"]
-    assert fetch["image"] == node.images["kvinject"] and fetch["securityContext"]["runAsNonRoot"] is True
+    # ... from the kvinject-fetch image: no web server, no Kubernetes client (tests/node/test_images.py)
+    assert fetch["image"] == node.images["fetch"] and fetch["securityContext"]["runAsNonRoot"] is True
     (done,) = created["status"]["initContainerStatuses"]
     assert done["state"]["terminated"]["exitCode"] == 0
 

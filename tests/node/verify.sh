@@ -6,7 +6,7 @@
 #
 #   1. the node binaries start and print their version / --help; the Azure provider and our
 #      registrar serve their sockets (provider healthz answers) and stop on SIGTERM;
-#   2. pause, busybox and kvinject tars import with `ctr -n k8s.io images import`;
+#   2. pause, busybox, kvinject and kvinject-fetch tars import with `ctr -n k8s.io images import`;
 #   3. through containerd + runc: the kvinject image prints `kvinject --help` and
 #      `kvinject fetch --help` as uid 65532 with a read-only root filesystem; busybox runs; pause
 #      runs and exits 0 on SIGTERM;
@@ -112,7 +112,7 @@ CGROUP_PARENT=kvinject-verify-$$  # containers' cgroups go under it, removed on 
 for _ in $(seq 100); do "${CTR[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
 "${CTR[@]}" version >/dev/null 2>&1 || { tail -20 "$C/containerd.log" >&2; fail "containerd did not come up"; }
 
-for tar in "$PAUSE_IMAGE_TAR" "$BUSYBOX_IMAGE_TAR" "$KVINJECT_IMAGE_TAR"; do
+for tar in "$PAUSE_IMAGE_TAR" "$BUSYBOX_IMAGE_TAR" "$KVINJECT_IMAGE_TAR" "$FETCH_IMAGE_TAR"; do
     t=$EPOCHSECONDS
     "${CTR[@]}" images import "$tar" >&2 || fail "ctr images import $tar"
     log "  imported $(basename "$tar") in $((EPOCHSECONDS - t))s"
@@ -135,6 +135,11 @@ grep -q 'usage: kvinject fetch' "$WORK/kv-fetch.out" || fail "kvinject fetch --h
 run_ctr kv-rofs "$KVINJECT_IMAGE" /bin/sh -c 'touch /opt/kvinject/x 2>&1; echo rc=$?' || true
 grep -q 'Read-only file system' "$WORK/kv-rofs.out" || fail "root filesystem is writable: $(cat "$WORK/kv-rofs.out")"
 log "  kvinject image via containerd/runc: uid 65532, read-only rootfs, 'kvinject --help' and 'kvinject fetch --help' print usage"
+run_ctr kvf-fetch "$FETCH_IMAGE" kvinject fetch --help || { cat "$WORK/kvf-fetch.out" >&2; fail "kvinject-fetch: fetch --help"; }
+grep -q 'usage: kvinject fetch' "$WORK/kvf-fetch.out" || fail "kvinject-fetch: fetch --help printed: $(cat "$WORK/kvf-fetch.out")"
+run_ctr kvf-serve "$FETCH_IMAGE" kvinject serve && fail "kvinject-fetch image ran kvinject serve"
+grep -q 'has only `kvinject fetch`' "$WORK/kvf-serve.out" || fail "kvinject-fetch: serve printed: $(cat "$WORK/kvf-serve.out")"
+log "  kvinject-fetch image: 'kvinject fetch --help' prints usage; 'kvinject serve' says it is not there"
 
 # shellcheck disable=SC2016  # expanded inside the container
 run_ctr bb "$BUSYBOX_IMAGE" sh -c 'echo busybox-ok $(id -u) $(ls /bin | wc -l)' || { cat "$WORK/bb.out" >&2; fail "busybox image"; }

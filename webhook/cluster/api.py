@@ -61,23 +61,7 @@ class KubeCluster(Cluster):
 
     @classmethod
     def from_config(cls, kubeconfig: str | None, read_only: bool = False) -> KubeCluster:
-        from kubernetes import client, config
-
-        try:
-            if kubeconfig:
-                config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
-            else:
-                try:
-                    config.load_incluster_config()  # type: ignore[no-untyped-call]
-                except config.ConfigException:
-                    config.load_kube_config()  # type: ignore[no-untyped-call]
-        except Exception as exc:  # the loaders raise several unrelated types
-            raise ClusterError(f"no usable Kubernetes configuration: {exc}") from None
-        configuration = client.Configuration.get_default_copy()
-        # urllib3 would retry connects 3 times, each up to the timeout: a hung apiserver would hold an
-        # admission for 4x the budget. kvinject's informers retry by themselves; live reads must not.
-        configuration.retries = False
-        return cls(client.ApiClient(configuration), read_only=read_only)
+        return cls(api_client(kubeconfig), read_only=read_only)
 
     @property
     def server(self) -> str:
@@ -128,18 +112,7 @@ class KubeCluster(Cluster):
         content_type: str = "application/json",
     ) -> Any:
         """One API call; returns the urllib3 response (status unchecked, body unread)."""
-        headers = {"Accept": "application/json"}
-        if body is not None:
-            headers["Content-Type"] = content_type
-        _, url, headers, body, _ = self._api.param_serialize(
-            method,
-            path,
-            query_params=query or [],
-            header_params=headers,
-            body=body,
-            auth_settings=["BearerToken"],
-        )
-        return self._api.call_api(method, url, headers, body, _request_timeout=timeout or self._timeout).response
+        return _call(self._api, method, path, query, body, timeout or self._timeout, content_type)
 
     def _get(self, path: str) -> dict[str, Any] | None:
         try:
@@ -346,6 +319,120 @@ class KubeCluster(Cluster):
                         return
             finally:
                 resp.release_conn()
+
+
+def api_client(kubeconfig: str | None) -> Any:
+    """The official client's ApiClient for `kubeconfig` (default: in-cluster, then ~/.kube/config)."""
+    from kubernetes import client, config
+
+    try:
+        if kubeconfig:
+            config.load_kube_config(config_file=kubeconfig)  # type: ignore[no-untyped-call]
+        else:
+            try:
+                config.load_incluster_config()  # type: ignore[no-untyped-call]
+            except config.ConfigException:
+                config.load_kube_config()  # type: ignore[no-untyped-call]
+    except Exception as exc:  # the loaders raise several unrelated types
+        raise ClusterError(f"no usable Kubernetes configuration: {exc}") from None
+    configuration = client.Configuration.get_default_copy()
+    # urllib3 would retry connects 3 times, each up to the timeout: a hung apiserver would hold an
+    # admission for 4x the budget. kvinject's informers retry by themselves; live reads must not.
+    configuration.retries = False
+    return client.ApiClient(configuration)
+
+
+def _call(
+    api: Any,
+    method: str,
+    path: str,
+    query: list[tuple[str, Any]] | None,
+    body: Any,
+    timeout: Any,
+    content_type: str = "application/json",
+) -> Any:
+    """One API call through the official client's transport; returns the urllib3 response (status unchecked)."""
+    headers = {"Accept": "application/json"}
+    if body is not None:
+        headers["Content-Type"] = content_type
+    _, url, headers, body, _ = api.param_serialize(
+        method, path, query_params=query or [], header_params=headers, body=body, auth_settings=["BearerToken"]
+    )
+    return api.call_api(method, url, headers, body, _request_timeout=timeout).response
+
+
+class Conflict(ClusterError):
+    """A write lost an optimistic-concurrency race (HTTP 409): read again and decide again."""
+
+
+class ApiObjects:
+    """Reads and writes of single objects by path, with optimistic concurrency (the object's resourceVersion
+    goes with every update), and a watch that yields events: for kvinject's own Secret and webhook
+    configurations (cert_mode self)."""
+
+    def __init__(self, api_client: Any, timeout: float = 10.0):
+        self._api, self._timeout = api_client, timeout
+
+    @classmethod
+    def from_config(cls, kubeconfig: str | None, timeout: float = 10.0) -> ApiObjects:
+        return cls(api_client(kubeconfig), timeout)
+
+    def _send(self, method: str, path: str, body: Any = None) -> tuple[int, bytes]:
+        try:
+            resp = _call(self._api, method, path, None, body, self._timeout)
+            return int(resp.status), bytes(resp.data or b"")
+        except Exception as exc:
+            raise ClusterError(f"the Kubernetes API did not answer {method} {path}: {type(exc).__name__}") from None
+
+    def get(self, path: str) -> dict[str, Any] | None:
+        """The object at `path`, or None when there is none."""
+        status, data = self._send("GET", path)
+        if status == 404:
+            return None
+        if status != 200:
+            raise ClusterError(f"GET {path}: HTTP {status} {_message(data)}")
+        result: dict[str, Any] = orjson.loads(data)
+        return result
+
+    def create(self, collection: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST `obj` to `collection`; Conflict when it exists already (another replica was first)."""
+        return self._write("POST", collection, obj)
+
+    def replace(self, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        """PUT `obj` (with the resourceVersion it was read at); Conflict when it changed since."""
+        return self._write("PUT", path, obj)
+
+    def _write(self, method: str, path: str, obj: dict[str, Any]) -> dict[str, Any]:
+        status, data = self._send(method, path, obj)
+        if status == 409:
+            raise Conflict(f"{method} {path}: {_message(data)}")
+        if status not in (200, 201):
+            raise ClusterError(f"{method} {path}: HTTP {status} {_message(data)}")
+        result: dict[str, Any] = orjson.loads(data)
+        return result
+
+    def watch(self, collection: str, field_selector: str, stop: threading.Event) -> Iterator[dict[str, Any]]:
+        """Events (ADDED for what exists, then changes) of the objects in `collection` matching `field_selector`,
+        until the server ends the watch or `stop` is set; raises ClusterError when it cannot watch."""
+        server_timeout = random.randint(240, 360)
+        query = [
+            ("watch", "true"),
+            ("fieldSelector", field_selector),
+            ("timeoutSeconds", server_timeout),
+        ]
+        try:
+            resp = _call(self._api, "GET", collection, query, None, (self._timeout, server_timeout + 30))
+        except Exception as exc:
+            raise ClusterError(f"cannot watch {collection}: {type(exc).__name__}") from None
+        try:
+            if resp.status != 200:
+                raise ClusterError(f"watch {collection}: HTTP {resp.status} {_message(resp.data)}")
+            for line in _lines(resp):
+                yield orjson.loads(line)
+                if stop.is_set():
+                    return
+        finally:
+            resp.release_conn()
 
 
 def _lines(resp: Any) -> Iterator[bytes]:

@@ -7,8 +7,8 @@ import argparse
 import textwrap
 from collections.abc import Iterable
 
-from webhook import providers
-from webhook.fetch.config import ENVIRONMENT as FETCH_KVINJECT_ENVIRONMENT
+from webhook.fetch.main import DESCRIPTION
+from webhook.fetch.main import epilog as fetch_main_epilog
 from webhook.settings import Settings
 
 
@@ -44,17 +44,12 @@ def all_settings() -> list[str]:
     return list(Settings.model_fields)
 
 
+FETCH_DESCRIPTION = DESCRIPTION  # `kvinject fetch`'s own, for webhook.cli's subcommand
+
+
 def fetch_epilog() -> str:
-    """The environment `kvinject fetch` reads: kvinject's own and the store's (the webhook sets all of them)."""
-    rows = {**FETCH_KVINJECT_ENVIRONMENT, **providers.default().environment_help}
-    width = max(len(n) for n in rows)
-    lines = [f"  {name.ljust(width)}  {text}" for name, text in rows.items()]
-    return (
-        "environment (set by the webhook on the kvinject-fetch init container):\n"
-        + "\n".join(lines)
-        + "\n\nexit codes: 0 every object written, 1 a read failed (reasons in the termination log),"
-        " 2 unusable environment"
-    )
+    """The environment `kvinject fetch` reads (its own parser's epilog: one text however fetch is reached)."""
+    return fetch_main_epilog()
 
 
 def paragraphs(*texts: str) -> str:

@@ -39,7 +39,14 @@ def summary(settings: Settings) -> str:
         f" live-verification={'on' if settings.live_verify else 'off'}"
         f"{' (fail-open)' if settings.live_verify and settings.live_fail_open else ''}"
         f" cluster={cluster_source(settings)} log-format={settings.log_format}"
+        f" certificates={certificate_source(settings)}"
     )
+
+
+def certificate_source(settings: Settings) -> str:
+    if settings.cert_mode == "self":
+        return f"self (Secret {settings.pod_namespace}/{settings.cert_secret}, served from {settings.cert_file})"
+    return f"files {settings.cert_file}"
 
 
 def report_sync(cluster: Cluster) -> threading.Thread:

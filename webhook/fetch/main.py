@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from webhook import names, providers
-from webhook.fetch.config import ConfigError, FetchConfig, load_config, termination_log_path
+from webhook import providers
+from webhook.fetch.config import ENVIRONMENT, ConfigError, FetchConfig, load_config, termination_log_path
 from webhook.fetch.files import WriteError, remove_stale_temps, write_all
 from webhook.fetch.reading import Clock, ReadOutcome, fetch_all
 from webhook.fetch.report import fail, log
@@ -80,25 +80,30 @@ def run(
             reader.close()
 
 
+DESCRIPTION = "The kvinject-fetch init container: read every object, then write them all (or none)."
+
+
+def epilog() -> str:
+    """The environment `kvinject fetch` reads: kvinject's own and the store's (the webhook sets all of them)."""
+    rows = {**ENVIRONMENT, **providers.default().environment_help}
+    width = max(len(n) for n in rows)
+    lines = [f"  {name.ljust(width)}  {text}" for name, text in rows.items()]
+    return (
+        "environment (set by the webhook on the kvinject-fetch init container):\n"
+        + "\n".join(lines)
+        + "\n\nexit codes: 0 every object written, 1 a read failed (reasons in the termination log),"
+        " 2 unusable environment"
+    )
+
+
 def _parser() -> argparse.ArgumentParser:
-    provider = providers.default()
-    variables = [
-        names.ENV_OBJECTS,
-        names.ENV_OUTPUT_DIR,
-        names.ENV_FS_GROUP,
-        *provider.endpoint_environment,
-        names.ENV_TERMINATION_LOG,
-        names.ENV_TIMEOUT,
-        names.ENV_RETRIES,
-        *provider.identity_environment,
-    ]
+    """`kvinject fetch`'s own parser: the console script reaches it without webhook.cli (the kvinject-fetch image
+    has none of the server's packages); webhook.cli's `fetch` subcommand shows the same help."""
     return argparse.ArgumentParser(
         prog="kvinject fetch",
-        description="Init-container entrypoint: write Key Vault objects into a directory, all or nothing.",
-        epilog=(
-            f"Configured by the environment: {', '.join(variables)}. "
-            "Exit 0 all written, 1 an object failed (nothing written), 2 unusable configuration."
-        ),
+        description=DESCRIPTION,
+        epilog=epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
 
 
