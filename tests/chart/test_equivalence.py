@@ -47,6 +47,8 @@ CASES = [
         {**CERT_MANAGER, **LIVE},
         False,
     ),
+    # The audit-first rollout's last step (docs/rollout.md).
+    ("rollout=enforce=overlays/enforce-all", "overlays/enforce-all", {"rollout": "enforce"}, False),
 ]
 
 
