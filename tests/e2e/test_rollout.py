@@ -343,7 +343,9 @@ def test_the_server_setting_enforces_everywhere(installed: Installed, tmp_path: 
     env = {e["name"]: e.get("value") for e in container["env"]}
     assert env[NOT_OPTED_IN] == "enforce"
     kubeconfig = service_account_kubeconfig(cp, tmp_path / "kubeconfig", "kvinject", "kvinject")
-    with KvinjectServer(tmp_path / "kvinject", kubeconfig, {"KVINJECT_TENANT_ID": TENANT_ID, **env}) as enforcing:
+    with KvinjectServer(
+        tmp_path / "kvinject", kubeconfig, {"KVINJECT_TENANT_ID": TENANT_ID, NOT_OPTED_IN: env[NOT_OPTED_IN]}
+    ) as enforcing:
         configs = webhook_configurations(overlay, enforcing.url, enforcing.ca_bundle)
         assert {h["failurePolicy"] for c in configs for h in c["webhooks"]} == {"Fail"}
         apply_docs(cp, configs)
