@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 Objects = list[dict[str, Any]]
@@ -28,7 +29,14 @@ def container(rendered: Objects) -> dict[str, Any]:
 
 
 def env(rendered: Objects) -> dict[str, str]:
-    return {e["name"]: e.get("value", "") for e in container(rendered)["env"]}
+    """The container's environment as the kubelet gives it: an annotation fieldRef resolved from the template."""
+    annotations = one(rendered, "Deployment")["spec"]["template"]["metadata"].get("annotations") or {}
+    out = {}
+    for e in container(rendered)["env"]:
+        path = e.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath", "")
+        match = re.fullmatch(r"metadata\.annotations\['([^']+)'\]", path)
+        out[e["name"]] = annotations.get(match.group(1), "") if match else e.get("value", "")
+    return out
 
 
 def webhooks(rendered: Objects) -> dict[str, dict[str, Any]]:

@@ -193,7 +193,10 @@ def check_labels(r: Objects) -> None:
     deployment = one(r, "Deployment")
     template = deployment["spec"]["template"]["metadata"]
     assert template["labels"] == {"app.kubernetes.io/name": "kvinject", "azure.workload.identity/use": "false"}
-    assert template["annotations"] == {"prometheus.io/scrape": "false"}
+    assert template["annotations"] == {
+        "prometheus.io/scrape": "false",
+        "images.kvinject.io/fetch": "ghcr.io/kvinject/kvinject-fetch:0.1.0",
+    }
     # Selectors never take the extra labels (a Deployment's selector cannot change after install).
     assert deployment["spec"]["selector"] == {"matchLabels": {"app.kubernetes.io/name": "kvinject"}}
     assert one(r, "Service")["spec"]["selector"] == {"app.kubernetes.io/name": "kvinject"}

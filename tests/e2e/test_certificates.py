@@ -507,7 +507,9 @@ def test_cert_manager_overlay_objects_match_the_current_release_schemas(
     apply_crds(cp, cm_crds := cert_manager_build.current_crds, tmp_path / "crds")
     assert cm_crds.name.endswith(read_versions()["CERT_MANAGER_CRDS_VERSION"])
     cp.kubectl("create", "namespace", NAMESPACE, check=False)
-    objects = [d for d in yaml.safe_load_all((MANIFESTS / "components" / "cert-manager" / "certificate.yaml").read_text()) if d]
+    objects = [
+        d for d in yaml.safe_load_all((MANIFESTS / "components" / "cert-manager" / "certificate.yaml").read_text()) if d
+    ]
     assert sorted(d["kind"] for d in objects) == ["Certificate", "Certificate", "Issuer", "Issuer"]
     result = cp.kubectl("apply", "--dry-run=server", "-f", "-", input=yaml.safe_dump_all(objects), check=False)
     assert result.returncode == 0, result.stderr
