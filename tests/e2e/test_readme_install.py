@@ -1,5 +1,6 @@
-"""The README's kustomize install renders what it says, with the kubectl the e2e tier builds: the user kustomization
-(base, both components, an image and the tenant) and the audit-first rollout's switch to enforce."""
+"""The README's install instructions match what ships: the Helm values it names exist with the defaults it states, and
+its kustomize install renders what it says with the kubectl the e2e tier builds (the user kustomization with the base,
+both components, an image and the tenant; the audit-first rollout's switch to enforce)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,32 @@ def test_rollout_switch_to_enforce_fails_every_webhook_closed(kubectl: Path, tmp
     assert {"validate-others.kvinject.io", "validate-classes-others.kvinject.io"} <= set(hooks)
     # Merged into the shipped entries by name, not added as new, incomplete ones.
     assert all("clientConfig" in w and w["failurePolicy"] == "Fail" for w in hooks.values()), hooks
+
+
+def helm_value_rows() -> list[tuple[list[str], list[str]]]:
+    """(value names, stated defaults) of each row of the README's table of Helm values, as written in backticks."""
+    text = README.read_text()
+    section = text[text.index("\n### With Helm\n") : text.index("\n### With kustomize\n")]
+    rows = [line for line in section.splitlines() if line.startswith("| `")]
+    assert rows, "no table of values under ### With Helm"
+    cells = [row.split("|")[1:3] for row in rows]
+    return [(re.findall(r"`([^`]*)`", names), re.findall(r"`([^`]*)`", defaults)) for names, defaults in cells]
+
+
+def test_readme_helm_values_exist_with_the_stated_defaults() -> None:
+    values = yaml.safe_load((ROOT / "charts" / "kvinject" / "values.yaml").read_text())
+
+    def lookup(dotted: str) -> Any:
+        node = values
+        for key in dotted.split("."):
+            assert isinstance(node, dict) and key in node, f"the chart has no value {dotted}"
+            node = node[key]
+        return node
+
+    stated = 0
+    for names, defaults in helm_value_rows():
+        actual = [lookup(name) for name in names]
+        for name, value, default in zip(names, actual, defaults, strict=False):
+            assert value == yaml.safe_load(default), f"{name}: the README says {default}, the chart has {value!r}"
+            stated += 1
+    assert stated >= 5  # rollout, certificates.mode, enforcement, liveVerification.enabled, the images
