@@ -13,6 +13,7 @@
 - doubles/: HTTPS doubles of Key Vault and the Entra token endpoint
 - builders.py: real-shaped objects (controller-made pods, AdmissionReviews, clusters) and the test identities
 - load.py: an open-model load loop over TLS; hygiene.py: the secret-leak scan; prerequisites.py: skip or fail
+- terraform.py: the Terraform example (examples/terraform) evaluated as `terraform apply` would create it
 
 The names below are re-exported here and imported on first use, so that `from tests.harness import
 admission_review` loads neither TLS clients nor the control plane (bench/growth.py measures its own memory).
