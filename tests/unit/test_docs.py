@@ -91,7 +91,8 @@ def test_anchor_rule_matches_githubs() -> None:
 
 
 # A path into this repository as the docs write it in backticks or commands: manifests/base, charts/kvinject, ...
-_REPO_PATH = re.compile(r"(?<![\w.<-])((?:manifests|charts|docs|examples|tests|webhook|bench|requirements)/[\w.\-/]*[\w\-])")
+_TOP = "manifests|charts|docs|examples|tests|webhook|bench|requirements"
+_REPO_PATH = re.compile(rf"(?<![\w.<-])((?:{_TOP})/[\w.\-/]*[\w\-])")
 
 
 @pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
