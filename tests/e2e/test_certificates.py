@@ -148,6 +148,8 @@ def configurations_restored(control_plane: ControlPlane) -> Iterator[dict[str, A
     install(control_plane)
     control_plane.kubectl("delete", "secret", SECRET, "-n", NAMESPACE, "--ignore-not-found")
     yield {"saved": saved}
+    for kind, name in CONFIGS:
+        control_plane.kubectl("delete", kind, name, "--ignore-not-found")
     # The base again over what a test applied (the cert-manager overlay's Secret volume): a later server-side
     # apply of the base (tests/node/test_ha.py) would keep a client-side apply's fields beside its own.
     install(control_plane)
