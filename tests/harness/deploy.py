@@ -207,11 +207,25 @@ def helm_install(cp: ControlPlane, workdir: Path, image: str, revision: str = "1
         # Only the harness's doing: the session's kvinject runs outside the cluster, its webhooks send to a URL,
         # which a patch (Helm's adoption) would keep beside `service`. A kustomize install has the chart's form.
         rendered = helm.template(values, namespace=NAMESPACE, release=RELEASE)
+        existing = _uids(cp, rendered)
         for config in [c for c in pick(rendered, *WEBHOOK_KINDS) if _sends_to_url(cp, c)]:
             cp.kubectl("replace", "-f", "-", input=yaml.safe_dump(config))
         helm.release("install", values, NAMESPACE, RELEASE, "--take-ownership")
+        # Taken over in place: a re-created CRD would have taken every SecretAccessPolicy with it, a re-created
+        # ServiceAccount every token issued for it.
+        now = _uids(cp, rendered)
+        replaced = sorted(" ".join(k) for k, uid in existing.items() if now.get(k) != uid)
+        assert not replaced, f"helm install re-created {replaced} instead of taking them over"
     manifest = helm.run("get", "manifest", RELEASE, "--namespace", NAMESPACE).stdout
     return Installed("helm", documents(manifest), "")
+
+
+def _uids(cp: ControlPlane, docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """The UIDs of those of `docs` that exist, by kind, namespace and name."""
+    out = cp.kubectl("get", "-f", "-", "-o", "json", "--ignore-not-found", input=yaml.safe_dump_all(docs)).stdout
+    found = json.loads(out) if out.strip() else {"items": []}
+    items = found["items"] if found.get("kind") == "List" else [found]
+    return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"]["uid"] for o in items}
 
 
 HELM_OWNERSHIP = {
