@@ -242,7 +242,9 @@ def parser() -> argparse.ArgumentParser:
         choices=[m.value for m in Enforcement],
         help=(
             "judge every namespace as if in this mode, e.g. enforce to see everything enforcing would deny"
-            f" (default: {helptext.env_name('enforcement')} and the namespaces' labels, as the webhook does)"
+            f" (default: {helptext.env_name('enforcement')} for kvinject's pods,"
+            f" {helptext.env_name('not_opted_in_enforcement')} for the others, and the namespaces' labels,"
+            " as the webhook does)"
         ),
     )
     rep.add_argument("-o", "--output", choices=["table", "json"], default="table", help="a table, or JSON for tooling")

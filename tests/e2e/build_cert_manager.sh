@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build (once) and cache cert-manager's controller and cainjector and its CRDs, for the e2e test of the
-# cert-manager overlay (tests/e2e/test_cert_manager_overlay.py). From the Go module proxy only, like
+# cert-manager overlay (tests/e2e/test_certificates.py). From the Go module proxy only, like
 # build_binaries.sh (whose helpers this sources), keyed by version:
 #   $KVINJECT_CACHE (default ~/.cache/kvinject)/bin/cert-manager-<v>/{controller,cainjector}
 #                                              /crds/cert-manager-<v>/*.yaml

@@ -1,4 +1,5 @@
-"""The README and docs/: the README opens with the two commands, and every relative link (file and anchor) resolves."""
+"""The README and docs/: the README opens with the two commands, every relative link (file and anchor) resolves, and
+every repository path the README names exists."""
 
 from __future__ import annotations
 
@@ -15,12 +16,6 @@ make run    # install into .venv, then serve https://127.0.0.1:8443 on examples/
 make test   # install into .venv, then run lint, type checks and every test tier
 ```
 """
-# Reference pages written by the other parts of issue 15, linked from the README before they are merged.
-# Their links are checked once the files exist; empty this set when they have all landed.
-LANDING = {
-    f"docs/{name}.md" for name in ("cli", "report", "targets", "rollout", "images", "helm", "certificates", "ha")
-}
-
 _FENCE = re.compile(r"^(```|~~~)")
 _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
@@ -73,8 +68,7 @@ def test_relative_links_resolve(doc: Path) -> None:
         path = (doc.parent / file_part).resolve() if file_part else doc
         relative = path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT) else str(path)
         if not path.exists():
-            if relative not in LANDING:
-                broken.append(f"{target}: no file {relative}")
+            broken.append(f"{target}: no file {relative}")
             continue
         if anchor and path.suffix == ".md" and anchor not in anchors(path):
             broken.append(f"{target}: no heading #{anchor} in {relative}")
@@ -94,3 +88,22 @@ def test_anchor_rule_matches_githubs() -> None:
         assert slug in readme
     # `# everything at once ...` opens a shell block in the README: code is no heading.
     assert not [a for a in readme if a.startswith("everything-at-once")]
+
+
+# A path into this repository as the docs write it in backticks or commands: manifests/base, charts/kvinject, ...
+_TOP = "manifests|charts|docs|examples|tests|webhook|bench|requirements"
+_REPO_PATH = re.compile(rf"(?<![\w.<-])((?:{_TOP})/[\w.\-/]*[\w\-])")
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[str(d.relative_to(ROOT)) for d in DOCS])
+def test_every_repository_path_named_exists(doc: Path) -> None:
+    """Install commands (`kubectl apply -k manifests/overlays/...`, `helm install ... charts/kvinject`) and the files
+    the docs point at are only as good as the paths in them (written from the repository's root)."""
+    named = sorted(set(_REPO_PATH.findall(doc.read_text())))
+    missing = [path for path in named if not (ROOT / path).exists()]
+    assert not missing, missing
+
+
+def test_the_readme_names_the_install_paths() -> None:
+    named = set(_REPO_PATH.findall((ROOT / "README.md").read_text()))
+    assert {"manifests/base", "charts/kvinject", "manifests/overlays/enforce-all"} <= named
