@@ -14,10 +14,10 @@ Two ways in, one result (`Installed`):
   webhooks, policies) in place, so no SecretAccessPolicy, webhook or ServiceAccount token is lost on the way.
   `helm_uninstall` hands them back rather than deleting them (see there).
 
-The objects are applied with server-side apply, except webhook configurations still sending to a URL: the
-session's kvinject registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a
-merge would keep beside `service`; those are replaced whole. `uninstall` removes what the session's install did
-not make; the replicas must be gone before the webhooks are pointed elsewhere (in certificate mode self they
+The kustomize objects are applied with server-side apply, except webhook configurations still sending to a URL:
+the session's kvinject registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a
+merge (server-side apply, or Helm's patch when it takes an object over) would keep beside `service`; both installers
+replace those whole first. `uninstall` removes what the session's install did not make; the replicas must be gone before the webhooks are pointed elsewhere (in certificate mode self they
 write the caBundle).
 """
 
@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -216,6 +217,7 @@ def helm_install(cp: ControlPlane, workdir: Path, image: str, revision: str = "1
         now = _uids(cp, rendered)
         replaced = sorted(" ".join(k) for k, uid in existing.items() if now.get(k) != uid)
         assert not replaced, f"helm install re-created {replaced} instead of taking them over"
+        sys.stderr.write(f"\n[ha] helm install took over {len(existing)} of the chart's {len(rendered)} objects\n")
     manifest = helm.run("get", "manifest", RELEASE, "--namespace", NAMESPACE).stdout
     return Installed("helm", documents(manifest), "")
 
