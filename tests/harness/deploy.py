@@ -17,8 +17,8 @@ Two ways in, one result (`Installed`):
 The kustomize objects are applied with server-side apply, except webhook configurations still sending to a URL:
 the session's kvinject registered them with `url` clientConfigs (tests/harness/kube.py point_webhooks_at), which a
 merge (server-side apply, or Helm's patch when it takes an object over) would keep beside `service`; both installers
-replace those whole first. `uninstall` removes what the session's install did not make; the replicas must be gone before the webhooks are pointed elsewhere (in certificate mode self they
-write the caBundle).
+replace those whole first. `uninstall` removes what the session's install did not make; the replicas must be gone
+before the webhooks are pointed elsewhere (in certificate mode self they write the caBundle).
 """
 
 from __future__ import annotations
@@ -208,13 +208,13 @@ def helm_install(cp: ControlPlane, workdir: Path, image: str, revision: str = "1
         # Only the harness's doing: the session's kvinject runs outside the cluster, its webhooks send to a URL,
         # which a patch (Helm's adoption) would keep beside `service`. A kustomize install has the chart's form.
         rendered = helm.template(values, namespace=NAMESPACE, release=RELEASE)
-        existing = _uids(cp, rendered)
+        existing = uids(cp, rendered)
         for config in [c for c in pick(rendered, *WEBHOOK_KINDS) if _sends_to_url(cp, c)]:
             cp.kubectl("replace", "-f", "-", input=yaml.safe_dump(config))
         helm.release("install", values, NAMESPACE, RELEASE, "--take-ownership")
         # Taken over in place: a re-created CRD would have taken every SecretAccessPolicy with it, a re-created
         # ServiceAccount every token issued for it.
-        now = _uids(cp, rendered)
+        now = uids(cp, rendered)
         replaced = sorted(" ".join(k) for k, uid in existing.items() if now.get(k) != uid)
         assert not replaced, f"helm install re-created {replaced} instead of taking them over"
         sys.stderr.write(f"\n[ha] helm install took over {len(existing)} of the chart's {len(rendered)} objects\n")
@@ -222,12 +222,20 @@ def helm_install(cp: ControlPlane, workdir: Path, image: str, revision: str = "1
     return Installed("helm", documents(manifest), "")
 
 
-def _uids(cp: ControlPlane, docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
-    """The UIDs of those of `docs` that exist, by kind, namespace and name."""
+def live_objects(cp: ControlPlane, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Those of `docs` that exist, as the API has them."""
     out = cp.kubectl("get", "-f", "-", "-o", "json", "--ignore-not-found", input=yaml.safe_dump_all(docs)).stdout
     found = json.loads(out) if out.strip() else {"items": []}
-    items = found["items"] if found.get("kind") == "List" else [found]
-    return {(o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"]["uid"] for o in items}
+    items: list[dict[str, Any]] = found["items"] if found.get("kind") == "List" else [found]
+    return items
+
+
+def uids(cp: ControlPlane, docs: list[dict[str, Any]]) -> dict[tuple[str, str, str], str]:
+    """The UIDs of those of `docs` that exist, by kind, namespace and name."""
+    return {
+        (o["kind"], o["metadata"].get("namespace", ""), o["metadata"]["name"]): o["metadata"]["uid"]
+        for o in live_objects(cp, docs)
+    }
 
 
 HELM_OWNERSHIP = {
