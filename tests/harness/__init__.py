@@ -9,7 +9,8 @@
 - node.py: a real node (containerd, kubelet, kube-scheduler, the Secrets Store CSI driver and Azure provider)
 - peer.py: the Azure Workload Identity webhook process
 - services.py: the real kube-proxy beside a node, so Services answer (ServiceNetwork); deploy.py: kvinject's own
-  Deployment installed from manifests/ (INSTALLERS); apiload.py: constant admission load through the apiserver
+  Deployment installed from manifests/ or the chart (INSTALLERS); apiload.py: constant admission load through the
+  apiserver
 - doubles/: HTTPS doubles of Key Vault and the Entra token endpoint
 - builders.py: real-shaped objects (controller-made pods, AdmissionReviews, clusters) and the test identities
 - load.py: an open-model load loop over TLS; hygiene.py: the secret-leak scan; prerequisites.py: skip or fail

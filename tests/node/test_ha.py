@@ -1,5 +1,6 @@
-"""High availability on the real node: kvinject installed from manifests/ runs as 2 replicas (pods of the image
-built here), and the apiserver calls them through their Service (kube-proxy, iptables mode: ServiceNetwork).
+"""High availability on the real node: kvinject installed from manifests/ (kustomize) and from charts/kvinject (Helm,
+taking over the session's kustomize install) runs as 2 replicas (pods of the image built here), and the apiserver
+calls them through their Service (kube-proxy, iptables mode: ServiceNetwork). Every scenario runs once per way in.
 Under constant admission load through the apiserver, losing a replica and rolling the Deployment out again cost
 no admission: every failure is counted and the count must be 0. Nothing here bounds a duration or a rate; the
 timings written to stderr are reported only (docs/ha.md)."""
@@ -15,9 +16,18 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ControlPlane, KvinjectServer, Node, federated_namespace, get_json, point_webhooks_at
+from tests.harness import (
+    BinariesMissing,
+    ControlPlane,
+    KvinjectServer,
+    Node,
+    federated_namespace,
+    get_json,
+    point_webhooks_at,
+    unavailable,
+)
 from tests.harness.apiload import AdmissionLoad, admission_load
-from tests.harness.deploy import INSTALLERS, NAMESPACE, REVISION_ANNOTATION, Installed, uninstall
+from tests.harness.deploy import INSTALLERS, NAMESPACE, REVISION_ANNOTATION, Installed
 from tests.harness.kube import pod_manifest
 from tests.harness.services import ServiceNetwork
 from tests.harness.waiting import wait_for
@@ -46,15 +56,20 @@ def installed(
 ) -> Iterator[tuple[Installed, Path]]:
     """kvinject installed one way (INSTALLERS), rolled out, and answering through its Service; afterwards the
     Deployment is gone and the webhooks are the session's kvinject's again."""
+    installer = INSTALLERS[request.param]
+    try:
+        installer.requires()
+    except BinariesMissing as exc:
+        unavailable(str(exc))
     workdir = tmp_path_factory.mktemp(f"install-{request.param}")
     cp = control_plane
     try:
-        result = INSTALLERS[request.param](cp, workdir, node.images["kvinject"])
+        result = installer.install(cp, workdir, node.images["kvinject"])
         rollout_complete(cp)
         yield result, workdir
     finally:
         # Replicas first: in certificate mode self they write their caBundle into the webhook configurations.
-        uninstall(cp)
+        installer.uninstall(cp)
         wait_for(lambda: not replicas(cp, terminating=True), "kvinject's pods to be gone")
         point_webhooks_at(cp, kvinject)
 
@@ -113,12 +128,17 @@ def report(what: str, load: AdmissionLoad) -> None:
 
 
 def test_two_replicas_answer_through_the_service(
-    control_plane: ControlPlane, installed: tuple[Installed, Path], team_pod: dict[str, Any]
+    control_plane: ControlPlane, installed: tuple[Installed, Path], team_pod: dict[str, Any], node: Node
 ) -> None:
     cp = control_plane
+    (result, _) = installed
     pods = replicas(cp)
     assert len(pods) == 2 and all(ready(p) for p in pods), [p["metadata"]["name"] for p in pods]
     assert {p["spec"]["nodeName"] for p in pods} == {"kvinject-node"}
+    assert {c["image"] for p in pods for c in p["spec"]["containers"]} == {node.images["kvinject"]}
+    # the Deployment is the installer's (with Helm: the release's labels, ownership taken from kustomize)
+    live = get_json(cp, "deployment", "kvinject", "-n", NAMESPACE)["metadata"]["labels"]
+    assert result.deployment["metadata"]["labels"].items() <= live.items(), live
     # the apiserver has no way to kvinject but the Service: every webhook names it, none a URL
     for kind, name in (("mutatingwebhookconfiguration", "kvinject"), ("validatingwebhookconfiguration", "kvinject")):
         for hook in get_json(cp, kind, name)["webhooks"]:
@@ -167,8 +187,8 @@ def test_rolling_upgrade_under_load_costs_no_admission(
     old = {p["metadata"]["name"] for p in replicas(cp)}
     with admission_load(cp, team_pod) as load:
         keep_going(load)
-        load.note("apply revision 2")
-        INSTALLERS[result.how](cp, workdir, node.images["kvinject"], revision="2")
+        load.note(f"{result.how}: revision 2")
+        INSTALLERS[result.how].install(cp, workdir, node.images["kvinject"], revision="2")
         rollout_complete(cp)
         load.note("rollout complete")
         # every old replica through its whole shutdown (preStop, drain, exit), under load
