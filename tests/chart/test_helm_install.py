@@ -17,7 +17,7 @@ import pytest
 
 from tests.chart.rendered import Objects, webhooks
 from tests.chart.test_render import CASES as RENDER_CASES
-from tests.harness import Binaries, BinariesMissing, ControlPlane, unavailable, wait_for
+from tests.harness import Binaries, ControlPlane, wait_for
 from tests.harness.helm import Helm, by_key
 
 pytestmark = pytest.mark.e2e
@@ -50,12 +50,8 @@ PLURAL = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    binaries = Binaries.locate()
-    try:
-        binaries.require(*Binaries.CONTROL_PLANE, "spc_crd")
-    except BinariesMissing as exc:
-        unavailable(str(exc))
+def cluster(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    binaries = e2e_binaries
     with ControlPlane(tmp_path_factory.mktemp("helm-controlplane"), binaries=binaries) as cp:
         cp.apply_crd(binaries.spc_crd)  # what kvinject reads and creates; the Secrets Store CSI driver's own CRD
         # The namespace first (helm keeps its release there), restricted as the base's Namespace is.

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.harness import Binaries, BinariesMissing, ControlPlane, get_json, install, unavailable
+from tests.harness import Binaries, ControlPlane, get_json, install
 from tests.harness.deploy import live_objects, uids
 from tests.harness.helm import CHART, Helm, key
 
@@ -40,12 +40,8 @@ POLICY = {
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
-    binaries = Binaries.locate()
-    try:
-        binaries.require(*Binaries.CONTROL_PLANE, "spc_crd")
-    except BinariesMissing as exc:
-        unavailable(str(exc))
+def cluster(e2e_binaries: Binaries, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    binaries = e2e_binaries
     with ControlPlane(tmp_path_factory.mktemp("take-over-controlplane"), binaries=binaries) as cp:
         cp.apply_crd(binaries.spc_crd)
         yield cp
