@@ -48,6 +48,7 @@ e2e-binaries:
 	tests/e2e/build_binaries.sh
 	tests/e2e/build_helm.sh >/dev/null
 	tests/e2e/build_cert_manager.sh
+	tests/e2e/build_vault.sh >/dev/null
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
 # provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian
