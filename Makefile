@@ -42,7 +42,8 @@ unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook, the
-# SecretProviderClass CRD, Helm and cert-manager (its component's test), built from their Go modules once and
+# SecretProviderClass CRD, Helm, cert-manager (its component's test) and Vault (the Vault store's), built from
+# their Go modules once and
 # cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
