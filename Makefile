@@ -43,8 +43,7 @@ unit: install
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook, the
 # SecretProviderClass CRD, Helm, cert-manager (its component's test) and Vault (the Vault store's), built from
-# their Go modules once and
-# cached in ~/.cache/kvinject.
+# their Go modules once and cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
 	tests/e2e/build_helm.sh >/dev/null
