@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import hvac
 import pytest
 import requests
-from hvac.exceptions import Forbidden, InvalidRequest
+from hvac.exceptions import Forbidden, InvalidPath, InvalidRequest
 
 from tests.harness import ControlPlane
 from tests.harness.vault import AUDIENCE, VaultRole, VaultServer, error_body, kv_data_path, read_policy
@@ -53,7 +53,9 @@ def seeded(vault: VaultServer, control_plane: ControlPlane) -> Iterator[Seeded]:
         control_plane.kubectl("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def login_as(vault: VaultServer, cp: ControlPlane, namespace: str, name: str, audience: str = AUDIENCE) -> hvac.Client:
+def login_as(
+    vault: VaultServer, cp: ControlPlane, namespace: str, name: str, audience: str | None = AUDIENCE
+) -> hvac.Client:
     return vault.login(vault.service_account_token(cp, namespace, name, audience=audience), ROLE)
 
 
@@ -74,17 +76,22 @@ def test_a_path_the_policy_does_not_grant_is_forbidden_with_vaults_body(
     assert error_body(denied.value) == PERMISSION_DENIED
 
 
+def test_a_granted_path_with_no_secret_is_not_found_with_an_empty_error_list(
+    vault: VaultServer, control_plane: ControlPlane, seeded: Seeded
+) -> None:
+    client = login_as(vault, control_plane, seeded.namespace, "payments")
+    with pytest.raises(InvalidPath) as missing:
+        vault.read_key(client, "payments/missing", "password")
+    assert error_body(missing.value) == {"errors": []}
+
+
 # Who logs in as role `payments`, and Vault's refusal (status class, body).
+BAD_AUDIENCE = "invalid audience (aud) claim: audience claim does not match any expected audience"
 LOGIN_DENIALS = {
     "service-account-not-bound": ("ns", "intruder", AUDIENCE, Forbidden, "service account name not authorized"),
     "namespace-not-bound": ("other", "payments", AUDIENCE, Forbidden, "namespace not authorized"),
-    "wrong-audience": (
-        "ns",
-        "payments",
-        "not-vault",
-        Forbidden,
-        "invalid audience (aud) claim: audience claim does not match any expected audience",
-    ),
+    "apiserver-audience": ("ns", "payments", None, Forbidden, BAD_AUDIENCE),  # kubectl create token's default
+    "other-audience": ("ns", "payments", "not-vault", Forbidden, BAD_AUDIENCE),
 }
 
 
@@ -93,7 +100,7 @@ def test_a_login_outside_the_role_is_refused_with_vaults_error(
     vault: VaultServer,
     control_plane: ControlPlane,
     seeded: Seeded,
-    case: tuple[str, str, str, type[Exception], str],
+    case: tuple[str, str, str | None, type[Exception], str],
 ) -> None:
     where, name, audience, refusal, message = case
     namespace = seeded.namespace if where == "ns" else seeded.other_namespace
