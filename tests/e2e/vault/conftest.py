@@ -9,8 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness import ControlPlane, unavailable
-from tests.harness.vault import VaultMissing, VaultServer, require_vault
+from tests.harness import ControlPlane, VaultMissing, VaultServer, require_vault, unavailable
 
 
 @pytest.fixture(scope="session")
