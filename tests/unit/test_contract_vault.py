@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
-from webhook import contract, providers
+from webhook import contract, plan, providers
 from webhook.contract import ContractError, EnvVar, Mode, Mounted, ObjectRef
 from webhook.names import PREFIX
 
@@ -226,3 +228,31 @@ def test_every_store_grammar_has_a_provider() -> None:
     # The contract's grammars and the provider registry name the same stores: a pod's store always has a provider.
     assert set(contract.GRAMMARS) == set(providers._REGISTERED)
     assert providers.DEFAULT == contract.DEFAULT_STORE
+
+
+@pytest.mark.parametrize(
+    ("annotations", "expected"),
+    [
+        (
+            {K + "secret-db": "payments-kv/db-password"},
+            [{"alias": "db", "vault": "payments-kv", "name": "db-password", "type": "secret", "version": ""}],
+        ),
+        (
+            VAULT | {K + "secret-db": "secret/payments/db#password"},
+            [
+                {
+                    "alias": "db",
+                    "vault": "secret",
+                    "name": "payments/db",
+                    "type": "secret",
+                    "version": "",
+                    "key": "password",
+                }
+            ],
+        ),
+    ],
+    ids=["azure-has-no-key", "vault-names-its-key"],
+)
+def test_init_container_objects_carry_the_key(annotations: dict[str, str], expected: list[dict[str, str]]) -> None:
+    wanted = contract.parse_annotations({K + "mode": "init"} | annotations)
+    assert json.loads(plan.fetch_objects(wanted)) == expected
