@@ -2,7 +2,8 @@
 
 - `identity`: the ServiceAccount's role (its vault.kvinject.io/role annotation, or the pod's);
 - `classes`: SecretProviderClass parameters, generated and read as the Vault CSI provider reads them;
-- the init container's login and reads, and live verification (sys/capabilities-self): not written yet, and
+- `answers`: what Vault's HTTP answers mean (logins, KV v2 reads, sys/capabilities-self), pure;
+- the init container's login and reads, and live verification: their HTTP is not written yet, and
   unreachable: the pipeline resolves identities with the default provider until it selects one per store.
 """
 
