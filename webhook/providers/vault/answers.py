@@ -88,7 +88,8 @@ def capabilities(body: bytes, paths: Sequence[str]) -> dict[str, frozenset[str]]
     found = _json(body)
     if not isinstance(found, dict):
         return {p: frozenset() for p in paths}
-    data = found.get("data") if isinstance(found.get("data"), dict) else found
+    inner = found.get("data")
+    data: dict[str, Any] = inner if isinstance(inner, dict) else found
 
     def caps(value: Any) -> frozenset[str]:
         return frozenset(str(c) for c in value) if isinstance(value, list) else frozenset()
