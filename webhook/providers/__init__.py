@@ -80,6 +80,7 @@ class Provider(Protocol):
 # The registration lines: provider name → module exposing INSTANCE.
 _REGISTERED = {
     "azure": "webhook.providers.azure",
+    "vault": "webhook.providers.vault",
 }
 DEFAULT = "azure"  # pods name no store: every annotation refers to Azure Key Vault
 _loaded: dict[str, Provider] = {}
