@@ -287,6 +287,7 @@ def test_azure_identity_leaves_vault_classes_unjudged() -> None:
 def test_init_spec_logs_in_with_the_projected_token() -> None:
     spec = VAULT.init_spec(WHO, SETTINGS)
     assert dict(spec.env) == {
+        "KVINJECT_STORE": "vault",  # kvinject fetch reads with the Vault provider
         "VAULT_ADDR": ADDRESS,
         "KVINJECT_HASHICORP_VAULT_ROLE": "payments",
         "KVINJECT_HASHICORP_VAULT_AUTH_MOUNT": "kubernetes",

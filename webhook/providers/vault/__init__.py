@@ -3,21 +3,23 @@
 - `identity`: the ServiceAccount's role (its vault.kvinject.io/role annotation, or the pod's);
 - `classes`: SecretProviderClass parameters, generated and read as the Vault CSI provider reads them;
 - `answers`: what Vault's HTTP answers mean (logins, KV v2 reads, sys/capabilities-self), pure;
-- the init container's login and reads, and live verification: their HTTP is not written yet, and
-  unreachable: the pipeline resolves identities with the default provider until it selects one per store.
+- `access` and `reader`: the init container's login and KV v2 reads (`kvinject fetch` with KVINJECT_STORE=vault);
+- live verification: not written yet, and unreachable: the pipeline resolves identities with the default provider
+  until it selects one per store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from webhook.contract import InjectionRequest, ObjectRef
 from webhook.identity import Identity
 from webhook.model import SecretProviderClass, ServiceAccount
-from webhook.names import STORE_VAULT, TOKEN_DIR, TOKEN_FILE
+from webhook.names import ENV_STORE, STORE_VAULT, TOKEN_DIR, TOKEN_FILE
 from webhook.plan import InitSpec
 from webhook.providers.vault import classes, identity
+from webhook.providers.vault.access import VaultAccess, access_from_env
 from webhook.providers.vault.names import (
     CA_KEY,
     ENV_ADDRESS,
@@ -80,6 +82,7 @@ class VaultProvider:
 
     def init_spec(self, who: Identity, settings: Settings) -> InitSpec:
         env: tuple[tuple[str, str], ...] = (
+            (ENV_STORE, STORE_VAULT),  # kvinject fetch reads with this provider
             (ENV_ADDRESS, settings.hashicorp_vault_address),
             (ENV_ROLE, who.client_id),
             (ENV_AUTH_MOUNT, who.tenant_id),
@@ -103,13 +106,13 @@ class VaultProvider:
         # Unreachable: the pipeline builds its verifier from providers.default() (Azure) only.
         raise NotImplementedError("live verification for HashiCorp Vault is not written yet")
 
-    def access_from_env(self, env: Mapping[str, str]) -> tuple[Any, list[str], list[str]]:
-        # NOT IMPLEMENTED (issue 16): kvinject fetch reads Azure only until fetch/config selects the store.
-        raise NotImplementedError("kvinject fetch cannot read HashiCorp Vault yet")
+    def access_from_env(self, env: Mapping[str, str]) -> tuple[VaultAccess | None, list[str], list[str]]:
+        return access_from_env(env)
 
-    def reader(self, access: Any, timeout: float, assertion: Any = None) -> Reader:
-        # NOT IMPLEMENTED (issue 16): the hvac login and KV v2 reads behind providers/reading.py.
-        raise NotImplementedError("kvinject fetch cannot read HashiCorp Vault yet")
+    def reader(self, access: VaultAccess, timeout: float, assertion: Callable[[], str] | None = None) -> Reader:
+        from webhook.providers.vault.reader import VaultReader  # http.client and ssl load only for real reads
+
+        return VaultReader(access, timeout, assertion)
 
 
 INSTANCE = VaultProvider()
