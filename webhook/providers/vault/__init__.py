@@ -49,15 +49,20 @@ def server(settings: Settings) -> classes.Server:
 class VaultProvider:
     name = PROVIDER
     store_name = "Vault"
+    objects_name = "Vault"
     identity_environment = (ENV_ROLE, ENV_AUTH_MOUNT, ENV_TOKEN_FILE)
     endpoint_environment = (ENV_ADDRESS, ENV_CA_CERT)
     environment_help = FETCH_ENVIRONMENT
 
     def resolve_identity(
-        self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings
+        self,
+        namespace: str,
+        name: str,
+        account: ServiceAccount | None,
+        settings: Settings,
+        requested_role: str | None = None,
     ) -> Identity | str:
-        # The pod's kvinject.io/vault-role reaches identity.resolve once Lookups.identity passes the request.
-        return identity.resolve(namespace, name, account, settings.hashicorp_vault_auth_mount)
+        return identity.resolve(namespace, name, account, settings.hashicorp_vault_auth_mount, requested_role)
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
         return classes.parameters(wanted, who.client_id, server(settings))
@@ -70,9 +75,9 @@ class VaultProvider:
         attributes: Mapping[str, str] | None = None,
     ) -> tuple[list[ObjectRef], list[str]]:
         if who.store != STORE_VAULT:
-            # Until the pipeline resolves a volume's identity with the provider serving its class, /validate
-            # asks with the pod's Azure identity: a Vault class stays unjudged there, as before this provider.
-            return [], []
+            # The pipeline asks with the identity this provider resolved; anything else is not judged: deny.
+            problem = f"SecretProviderClass {found.name} (provider: vault) cannot be judged for a {who.store} identity"
+            return [], [problem]
         return classes.declared_objects(found, who.client_id, who.tenant_id, server(settings), attributes)
 
     def class_problems(self, found: SecretProviderClass, settings: Settings) -> list[str]:
