@@ -215,8 +215,9 @@ class _HttpTransport:
             ) as resp:
                 return resp.status, await resp.content.read(MAX_ANSWER)
         except aiohttp.ClientConnectorCertificateError as exc:
+            why = getattr(exc.certificate_error, "verify_message", None) or exc.certificate_error
             raise VaultUnreachable(
-                f"Vault at {self.address} presented a certificate kvinject does not trust ({exc.certificate_error}):"
+                f"Vault at {self.address} presented a certificate kvinject does not trust ({why}):"
                 " set KVINJECT_HASHICORP_VAULT_CA_FILE to the CA that issued it"
             ) from None
         except TimeoutError:
@@ -230,6 +231,8 @@ class _HttpTransport:
 
 
 def _reason(exc: BaseException) -> str:
-    """A connection error's cause in a few words (strerror, e.g. "Connect call failed"), never a header."""
+    """A connection error's cause in a few words, never a header."""
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"  # asyncio's strerror would say "Connect call failed (host, port)"
     text = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return str(text)[:200]
