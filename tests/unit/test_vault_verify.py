@@ -146,6 +146,16 @@ CASES: dict[str, tuple[dict[str, Any], Result, str]] = {
         Result.UNVERIFIED,
         "Vault answered sys/capabilities-self for role payments with HTTP 403 (1 error occurred:",
     ),
+    "capabilities-5xx": (
+        {"sys/capabilities-self": (503, b"")},
+        Result.UNVERIFIED,
+        "Vault answered sys/capabilities-self for role payments with HTTP 503 (no error text)",
+    ),
+    "standby-redirect": (
+        {"auth/kubernetes/login": (307, b"")},
+        Result.UNVERIFIED,
+        f"Vault at {ADDRESS} redirected the login (HTTP 307): set KVINJECT_HASHICORP_VAULT_ADDRESS",
+    ),
     "unreachable": (
         {"auth/kubernetes/login": VaultUnreachable(f"could not reach Vault at {ADDRESS}: Connect call failed")},
         Result.UNVERIFIED,
@@ -237,7 +247,7 @@ async def test_concurrent_identical_checks_share_one_login() -> None:
     await v.aclose()
     assert all(r[0].result is Result.ALLOWED for r in results)
     assert cluster.tokens == 1 and vault.paths().count("auth/kubernetes/login") == 1
-    assert v.metrics.live_cache.labels("coalesced")._value.get() == 19
+    assert v.metrics.registry.get_sample_value("kvinject_live_verification_cache_total", {"result": "coalesced"}) == 19
 
 
 async def test_principals_do_not_share_cache_entries() -> None:

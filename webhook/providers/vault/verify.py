@@ -82,50 +82,64 @@ class Verifier(CachedVerifier):
     async def check(
         self, principal: Principal, refs: tuple[ObjectRef, ...], token: str, deadline: float
     ) -> list[Finding]:
-        namespace, account, role, mount = principal
-
-        def every(result: Result, message: str) -> list[Finding]:
-            return [Finding(r, result, message) for r in refs]
-
+        role = principal[2]
         if not self.address:
-            return every(Result.UNVERIFIED, "KVINJECT_HASHICORP_VAULT_ADDRESS is not set")
+            return _every(refs, Result.UNVERIFIED, "KVINJECT_HASHICORP_VAULT_ADDRESS is not set")
         try:
             transport = self.transport_factory()
         except VaultUnreachable as exc:
-            return every(Result.UNVERIFIED, str(exc))
+            return _every(refs, Result.UNVERIFIED, str(exc))
         vault_token: str | None = None
         try:
-            status, body = await transport.post(
-                f"auth/{mount}/login", {"role": role, "jwt": token}, None, _left(deadline)
-            )
-            if status != 200:
-                refused = answers.login_failure(status, body, role, mount)
-                if refused.kind is FailureKind.TOKEN:
-                    audience = self.audience()
-                    return every(
-                        Result.NOT_FEDERATED,
-                        f"{refused.detail}: the role must bind ServiceAccount {namespace}/{account}"
-                        f" (bound_service_account_names and _namespaces) and accept the audience {audience}",
-                    )
-                return every(Result.UNVERIFIED, f"{refused.detail} (Vault at {self.address})")
-            vault_token = answers.client_token(body)
+            vault_token = await self._login(transport, principal, token, deadline)
             paths = list(dict.fromkeys(api_path(r) for r in refs))
-            status, body = await transport.post("sys/capabilities-self", {"paths": paths}, vault_token, _left(deadline))
-            if status != 200:
-                said = answers.vault_errors(body) or "no error text"
-                return every(
-                    Result.UNVERIFIED,
-                    f"Vault answered sys/capabilities-self for role {role} with HTTP {status} ({said});"
-                    " the role's tokens need the default policy, which allows it",
-                )
-            found = answers.capabilities(body, paths)
+            found = await self._capabilities(transport, role, vault_token, paths, deadline)
             return [self._finding(r, role, found[api_path(r)]) for r in refs]
+        except _ForEvery as exc:
+            return _every(refs, exc.result, exc.message)
         except VaultUnreachable as exc:
-            return every(Result.UNVERIFIED, str(exc))
-        except ReadError as exc:  # a login answer without a token
-            return every(Result.UNVERIFIED, exc.detail)
+            return _every(refs, Result.UNVERIFIED, str(exc))
         finally:
             self._revoke_later(transport, vault_token, role)
+
+    async def _login(self, transport: Transport, principal: Principal, token: str, deadline: float) -> str:
+        """The Vault token of a Kubernetes-auth login as the role with the ServiceAccount's token."""
+        namespace, account, role, mount = principal
+        status, body = await transport.post(f"auth/{mount}/login", {"role": role, "jwt": token}, None, _left(deadline))
+        if 300 <= status < 400:  # an HA standby that redirects instead of forwarding: not an answer about the role
+            raise _ForEvery(
+                Result.UNVERIFIED,
+                f"Vault at {self.address} redirected the login (HTTP {status}): set KVINJECT_HASHICORP_VAULT_ADDRESS"
+                " to the address that serves requests (the active node or its load balancer)",
+            )
+        if status != 200:
+            refused = answers.login_failure(status, body, role, mount)
+            if refused.kind is not FailureKind.TOKEN:  # 429, 5xx: Vault could not answer
+                raise _ForEvery(Result.UNVERIFIED, f"{refused.detail} (Vault at {self.address})")
+            raise _ForEvery(
+                Result.NOT_FEDERATED,
+                f"{refused.detail}: the role must bind ServiceAccount {namespace}/{account}"
+                f" (bound_service_account_names and _namespaces) and accept the audience {self.audience()}",
+            )
+        try:
+            return answers.client_token(body)
+        except ReadError as exc:
+            raise _ForEvery(Result.UNVERIFIED, exc.detail) from None
+
+    @staticmethod
+    async def _capabilities(
+        transport: Transport, role: str, vault_token: str, paths: list[str], deadline: float
+    ) -> dict[str, frozenset[str]]:
+        """What the role's token may do on each path, in one sys/capabilities-self call."""
+        status, body = await transport.post("sys/capabilities-self", {"paths": paths}, vault_token, _left(deadline))
+        if status != 200:
+            said = answers.vault_errors(body) or "no error text"
+            hint = "; the role's tokens need the default policy, which allows it" if status == 403 else ""
+            raise _ForEvery(
+                Result.UNVERIFIED,
+                f"Vault answered sys/capabilities-self for role {role} with HTTP {status} ({said}){hint}",
+            )
+        return answers.capabilities(body, paths)
 
     @staticmethod
     def _finding(ref: ObjectRef, role: str, caps: frozenset[str]) -> Finding:
@@ -158,6 +172,19 @@ async def _revoke(transport: Transport, vault_token: str | None, role: str) -> N
         log.warning("could not revoke the Vault token of a live verification as role %s: %s", role, exc or "timeout")
     finally:
         await transport.close()
+
+
+class _ForEvery(Exception):
+    """One answer for every object of a check: a refused login, an unusable answer."""
+
+    def __init__(self, result: Result, message: str):
+        super().__init__(message)
+        self.result = result
+        self.message = message
+
+
+def _every(refs: tuple[ObjectRef, ...], result: Result, message: str) -> list[Finding]:
+    return [Finding(r, result, message) for r in refs]
 
 
 def _left(deadline: float) -> float:
