@@ -63,6 +63,12 @@ class VaultProvider:
         settings: Settings,
         requested_role: str | None = None,
     ) -> Identity | str:
+        if not settings.hashicorp_vault_address:
+            # Nothing to log in to, and no server to judge a class's vaultAddress against: deny, saying why.
+            return (
+                "kvinject has no HashiCorp Vault configured (KVINJECT_HASHICORP_VAULT_ADDRESS is unset), so it"
+                " cannot judge or inject Vault secrets: ask the platform team to set it"
+            )
         return identity.resolve(namespace, name, account, settings.hashicorp_vault_auth_mount, requested_role)
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
