@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import uuid
@@ -344,6 +345,30 @@ def test_a_stopped_vault_is_retried_then_reported(fetch: Fetcher, setup: Setup, 
     # Vault back: the same token and environment now succeed.
     again = fetch(both, token=token)
     assert again.code == 0, again.stderr
+
+
+def test_a_vault_that_does_not_answer_is_bounded_by_the_budget(
+    fetch: Fetcher, setup: Setup, vault: VaultServer
+) -> None:
+    """Vault's process frozen (SIGSTOP): the kernel still accepts the connection, nothing answers the TLS handshake.
+    The one attempt gets the whole budget and ends with it; no retry is started without budget left."""
+    token = fetch.token()
+    os.kill(vault.pid, signal.SIGSTOP)
+    try:
+        run = fetch(
+            {"kvinject.io/secret-db-password": setup.ref("payments/db", "password")},
+            token=token,
+            KVINJECT_FETCH_TIMEOUT_SECONDS="3",
+            KVINJECT_FETCH_RETRIES="5",
+        )
+    finally:
+        os.kill(vault.pid, signal.SIGCONT)
+    assert run.code == 1
+    assert run.termination_log == (
+        f"db-password ({setup.secret('payments/db')}#password): Vault at {vault.url} unreachable: timed out after 1 "
+        "attempt (time budget spent)\n"
+    )
+    assert vault.health() == 200  # thawed, unsealed, serving
 
 
 def test_a_sealed_vault_answers_503_and_is_retried(fetch: Fetcher, setup: Setup, vault: VaultServer) -> None:
