@@ -1,6 +1,9 @@
-"""Red-team reproductions (issue 15 review): what an app team with `edit` (+ `kubectl debug`) can still do.
+"""Red-team reproductions (issue 15 review): what an app team with `edit` (+ `kubectl debug`) could do after kvinject
+admitted its pods, each now denied, and the legitimate counterparts that stay admitted.
 
-These assert what docs/targets.md promises; they FAIL while the bypass exists (reproducers for the lead).
+What docs/targets.md and the README's threat model promise: ephemeral containers take nothing of kvinject's, its
+record on a pod is fixed at admission, a class kvinject's pods read through is judged as kvinject's whatever the
+audit-first setting, and kvinject-* Secret names are kvinject's. The pure functions: tests/unit/test_after_admission.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.bypasses.tenant import ALICE, as_user
-from tests.bypasses.test_bypasses_e2e import admitted, alice_creates, pod, provider_class, team  # noqa: F401
+from tests.bypasses.test_bypasses_e2e import admitted, alice_creates, csi, pod, provider_class, team  # noqa: F401
 from tests.harness import CLIENT_ID, TENANT_ID, ControlPlane, K, KvinjectServer, get_json
 from tests.harness.kube import point_webhooks_at, serve_as_shipped
 
@@ -191,3 +194,63 @@ def test_a_hand_written_class_syncing_into_a_kvinject_secret_name(control_plane:
     )
     result = as_user(cp, ALICE, "apply", doc=squat)
     assert result.returncode != 0, "admitted: a hand-written class syncs into the kvinject-* Secret name " + GENERATED
+
+
+def test_an_opted_in_pods_provider_class_pointed_at_another_vault_under_audit(
+    control_plane: ControlPlane,
+    team: str,  # noqa: F811
+    audit_first: KvinjectServer,
+) -> None:
+    """Same identity, nothing wrong with the class itself: only another vault, which the pod's ServiceAccount may not
+    read (SecretAccessPolicy). The class is judged for the kvinject pods that read through it, as at their admission."""
+    cp = control_plane
+    admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=provider_class(team, "team-spc", CLIENT_ID, "team-kv")))
+    opted = pod(team)
+    opted["metadata"]["labels"] = {K + "inject": "true"}
+    opted["metadata"]["annotations"] = {K + "provider-class": "team-spc"}
+    name = admitted(alice_creates(cp, opted))["metadata"]["name"]
+    result = as_user(cp, ALICE, "apply", doc=provider_class(team, "team-spc", CLIENT_ID, "billing-kv"))
+    assert result.returncode != 0, "admitted: the class of a running kvinject pod now reads billing-kv"
+    assert f"pod {name} (ServiceAccount api) reads through this class" in result.stderr, result.stderr
+    assert "billing-kv" in result.stderr
+    now = get_json(cp, "secretproviderclass", "team-spc", "-n", team)["spec"]["parameters"]
+    assert now["keyvaultName"] == "team-kv"
+
+
+def test_a_class_no_kvinject_pod_reads_stays_audited(
+    control_plane: ControlPlane,
+    team: str,  # noqa: F811
+    audit_first: KvinjectServer,
+) -> None:
+    """Audit-first still admits what is not kvinject's: a hand-written class mounted only by a pod that did not opt
+    in may be changed (recorded as a would-deny), so installing kvinject stops nothing that ran before it."""
+    cp = control_plane
+    admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=provider_class(team, "plain-spc", CLIENT_ID, "team-kv")))
+    admitted(alice_creates(cp, pod(team, volumes=[csi("plain-spc")])))
+    changed = provider_class(team, "plain-spc", CLIENT_ID, "team-kv", parameters={"useVMManagedIdentity": "true"})
+    admitted(as_user(cp, ALICE, "apply", "-o", "json", doc=changed))
+
+
+def test_what_stays_editable_on_an_injected_pod(control_plane: ControlPlane, team: str) -> None:  # noqa: F811
+    """Only kvinject's record is fixed: other annotations and labels, and a debug container that takes nothing of
+    kvinject's, are still admitted."""
+    cp = control_plane
+    name = _injected_pod(cp, team)["metadata"]["name"]
+    edited = as_user(cp, ALICE, "annotate", "pod", name, "-n", team, "team.example/owner=alice")
+    assert edited.returncode == 0, edited.stderr
+    relabelled = as_user(cp, ALICE, "label", "pod", name, "-n", team, "tier=web")
+    assert relabelled.returncode == 0, relabelled.stderr
+    debugged = _debug(cp, team, name, {"name": "dbg", "image": "busybox:1"})
+    assert debugged.returncode == 0, debugged.stderr
+    after = json.loads(cp.kubectl("get", "pod", name, "-n", team, "-o", "json").stdout)
+    assert after["metadata"]["annotations"]["team.example/owner"] == "alice"
+    assert after["metadata"]["labels"]["tier"] == "web"
+    assert [c["name"] for c in after["spec"]["ephemeralContainers"]] == ["dbg"]
+
+
+def test_the_opt_in_label_is_fixed_on_an_injected_pod(control_plane: ControlPlane, team: str) -> None:  # noqa: F811
+    """The label keeps an injected pod among those whose classes are judged as kvinject's."""
+    cp = control_plane
+    name = _injected_pod(cp, team)["metadata"]["name"]
+    result = as_user(cp, ALICE, "label", "pod", name, "-n", team, f"{K}inject-")
+    assert result.returncode != 0 and f"label {K}inject removed" in result.stderr, result.stderr
