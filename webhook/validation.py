@@ -27,7 +27,7 @@ from webhook.injection import (
 )
 from webhook.metrics import Metrics
 from webhook.model import Namespace, SecretProviderClass
-from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, VOLUME_NAME
+from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER
 from webhook.policy import Enforcement
 from webhook.settings import Settings
 
@@ -92,7 +92,9 @@ class Validator:
                 " kvinject's (its generated classes sync them, and its checks take them to be), name it otherwise"
                 for name in reserved
             ]
-            problems += await self._users_findings(request.namespace, found, users)
+            judged = await self._users_findings(request.namespace, found, users)
+            # A problem of the class itself is named once, not again for every pod reading through it.
+            problems += [f for f in judged if not any(f.endswith(f": {p}") for p in problems)]
             verdict = judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
             if not kvinjects and unjudged(judge.default, denial):
@@ -190,10 +192,9 @@ class Validator:
         mounted = {m.get("name") for c in added for m in c.get("volumeMounts") or [] if isinstance(m, dict)}
         volumes = [v for v in podrefs.csi_volumes(spec) if v.name in mounted]
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(only_added))
-        injected_mount = is_injected(pod) and bool(mounted & {VOLUME_NAME})
-        if not volumes and not synced and not injected_mount:
+        if not volumes and not synced:
             return Outcome(review.allowed(request.uid), "skipped")
-        return await self._judge(request, pod, volumes, synced, injected_mount, rollout.pod_is_kvinjects(pod))
+        return await self._judge(request, pod, volumes, synced, False, rollout.pod_is_kvinjects(pod))
 
     async def _synced(self, namespace: str, names: list[str]) -> dict[str, list[SecretProviderClass]]:
         """Referenced Secrets that some SecretProviderClass syncs from Key Vault (any name: hand-written classes
