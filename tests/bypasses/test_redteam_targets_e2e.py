@@ -254,3 +254,17 @@ def test_the_opt_in_label_is_fixed_on_an_injected_pod(control_plane: ControlPlan
     name = _injected_pod(cp, team)["metadata"]["name"]
     result = as_user(cp, ALICE, "label", "pod", name, "-n", team, f"{K}inject-")
     assert result.returncode != 0 and f"label {K}inject removed" in result.stderr, result.stderr
+
+
+def test_a_pod_kvinject_did_not_inject_stays_editable(control_plane: ControlPlane, team: str) -> None:  # noqa: F811
+    """A pod carrying the opt-in label with another value, and no annotations at all: its label and kvinject.io/
+    annotations change freely (kvinject recorded nothing on it), through the webhook's matchConditions unharmed."""
+    cp = control_plane
+    doc = pod(team)
+    doc["metadata"]["labels"] = {K + "inject": "false"}
+    name = admitted(alice_creates(cp, doc))["metadata"]["name"]
+    for change in (["label", "pod", name, "tier=web"], ["annotate", "pod", name, f"{K}containers=app"]):
+        result = as_user(cp, ALICE, *change, "-n", team)
+        assert result.returncode == 0, result.stderr
+    relabelled = as_user(cp, ALICE, "label", "pod", name, "-n", team, "--overwrite", f"{K}inject=maybe")
+    assert relabelled.returncode == 0, relabelled.stderr

@@ -114,7 +114,8 @@ def test_webhook_configurations() -> None:
     for hook in (ours, others):
         assert hook["sideEffects"] == "None"
     # The two entries split one set: the second takes exactly what the first does not.
-    (kvinject_pod,) = ours["matchConditions"]
+    kvinject_pod, record = ours["matchConditions"]
+    assert record["name"] == "changes-kvinjects-record"  # of pod UPDATEs, only those changing kvinject's record
     not_kvinject, relevant = others["matchConditions"]
     assert " ".join(not_kvinject["expression"].split()) == f"!( {' '.join(kvinject_pod['expression'].split())} )"
     assert "k.startsWith('kvinject.io/')" in relevant["expression"]  # annotations without the label: warned
