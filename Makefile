@@ -42,12 +42,13 @@ unit: install
 	$(BIN)/python -m pytest -m "not e2e"
 
 # kube-apiserver, kube-controller-manager, kubectl, etcd, the Azure Workload Identity webhook, the
-# SecretProviderClass CRD, Helm and cert-manager (its component's test), built from their Go modules once and
-# cached in ~/.cache/kvinject.
+# SecretProviderClass CRD, Helm, cert-manager (its component's test) and Vault (the Vault store's), built from
+# their Go modules once and cached in ~/.cache/kvinject.
 e2e-binaries:
 	tests/e2e/build_binaries.sh
 	tests/e2e/build_helm.sh >/dev/null
 	tests/e2e/build_cert_manager.sh
+	tests/e2e/build_vault.sh >/dev/null
 
 # A real node's parts (issue 14): kubelet, kube-scheduler, the Secrets Store CSI driver, the Azure
 # provider, our plugin registrar and a static pause, cached in ~/.cache/kvinject; installs the Debian

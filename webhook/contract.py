@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from functools import lru_cache
@@ -17,10 +17,13 @@ from functools import lru_cache
 from webhook.names import (
     CONTAINERS,
     DEFAULT_MOUNT_PATH,
+    DEFAULT_STORE,
     ENV_PREFIX,
     INIT_FIRST,
     INJECT_LABEL,
     INJECTED_CONTAINERS,
+    KV2_API_SEGMENTS,
+    MAX_VAULT_PATH,
     MODE,
     MOUNT_PATH,
     OBJECT_NAME,
@@ -30,13 +33,21 @@ from webhook.names import (
     SECRET_PREFIX,
     STATUS,
     STATUS_INJECTED,
+    STORE,
+    STORE_AZURE,
+    STORE_VAULT,
     VAULT,
+    VAULT_KEY,
+    VAULT_MOUNT,
     VAULT_NAME,
+    VAULT_PATH_SEGMENT,
+    VAULT_ROLE,
+    VAULT_ROLE_NAME,
 )
 
 # Keys kvinject writes itself; a user may not set them but re-admission must accept them.
 OUTPUT_KEYS = frozenset({STATUS, INJECTED_CONTAINERS})
-SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST})
+SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST, STORE, VAULT_ROLE})
 
 # Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
 MAX_OBJECTS = 256
@@ -62,16 +73,28 @@ class ObjectType(StrEnum):
     CERT = "cert"
 
 
+# A Vault ref whose class reads every key of the secret (a hand-written class without secretKey).
+ALL_KEYS = "*"
+
+
 @dataclass(frozen=True, slots=True, order=True)
 class ObjectRef:
-    """One Key Vault object: `[<type>:][<vault>/]<object>[@<version>]` with the vault resolved."""
+    """One object of a store, with its location resolved.
+
+    Azure Key Vault: `[<type>:][<vault>/]<object>[@<version>]`; `key` is empty.
+    HashiCorp Vault KV v2: `<mount>/<path>#<key>` as vault=mount, name=path (the logical path, without
+    KV v2's `data/`), key=the field of the secret (`ALL_KEYS`: all of them).
+    """
 
     vault: str
     name: str
     type: ObjectType = ObjectType.SECRET
     version: str = ""
+    key: str = ""
 
     def __str__(self) -> str:
+        if self.key:
+            return f"{self.vault}/{self.name}#{self.key}"
         text = f"{self.vault}/{self.name}"
         if self.type is not ObjectType.SECRET:
             text = f"{self.type.value}:{text}"
@@ -103,6 +126,8 @@ class InjectionRequest:
     provider_class: str | None = None
     init_first: bool = True
     warnings: tuple[str, ...] = field(default=())
+    store: str = DEFAULT_STORE  # the provider every ref names (webhook.providers.get)
+    role: str | None = None  # store vault: the pod's kvinject.io/vault-role, over its ServiceAccount's
 
     @property
     def vaults(self) -> tuple[str, ...]:
@@ -153,6 +178,73 @@ def parse_ref(text: str, default_vault: str | None) -> tuple[ObjectRef | None, l
         return None, problems
     assert vault is not None
     return ObjectRef(vault=vault, name=rest, type=obj_type, version=version), []
+
+
+def parse_vault_ref(text: str, default_vault: str | None = None) -> tuple[ObjectRef | None, list[str]]:
+    """Parse one HashiCorp Vault ref `<mount>/<path>#<key>` on a KV v2 engine; returns the ref or its problems.
+
+    The mount is the first segment (nested mounts are not supported); the path is KV v2's logical path, so a
+    ref never starts with the engine's API segments `data/` or `metadata/`. `default_vault` is ignored: the
+    Key Vault default means nothing to Vault.
+    """
+    rest = text.strip()
+    where, sep, key = rest.partition("#")
+    if not sep:
+        return None, [
+            f"{rest[:200]!r} is not a Vault ref: write <mount>/<path>#<key>, e.g. secret/payments/db#password"
+        ]
+    problems: list[str] = []
+    if not VAULT_KEY.match(key):
+        problems.append(f"key {key[:200]!r} must be 1-128 letters, digits, '.', '_' or '-'")
+    mount, slash, path = where.partition("/")
+    if not VAULT_MOUNT.match(mount):
+        problems.append(
+            f"mount {mount[:200]!r} must be 1-64 letters, digits, '.', '_' or '-', starting and ending with a"
+            " letter or digit"
+        )
+    segments = path.split("/") if slash else []
+    if not segments or not path:
+        problems.append(f"no path in {rest[:200]!r}: write <mount>/<path>#<key>")
+    elif len(path) > MAX_VAULT_PATH:
+        problems.append(f"path is {len(path)} characters, more than {MAX_VAULT_PATH}")
+    elif not all(VAULT_PATH_SEGMENT.match(s) for s in segments):
+        problems.append(
+            f"path {path[:200]!r} must be segments of letters, digits, '.', '_' or '-' separated by single '/',"
+            " none starting or ending with '.'"
+        )
+    elif segments[0] in KV2_API_SEGMENTS and len(segments) > 1:
+        problems.append(
+            f"path {path[:200]!r} starts with KV v2's API segment {segments[0]}/: write the secret's path"
+            f" ({mount}/{'/'.join(segments[1:])}#{key}); kvinject adds {segments[0]}/ itself"
+        )
+    if problems:
+        return None, problems
+    return ObjectRef(vault=mount, name=path, key=key), []
+
+
+@dataclass(frozen=True, slots=True)
+class Grammar:
+    """How one store's refs are written, and the contract rules that follow from the store."""
+
+    parse: Callable[[str, str | None], tuple[ObjectRef | None, list[str]]]
+    one_location_per_class: bool  # Azure's class names one vault; Vault's objects each name their path
+    default_location: bool  # kvinject.io/vault (and the namespace's) apply
+    role_annotation: bool  # kvinject.io/vault-role applies
+
+
+# The grammars by store name; webhook.providers registers a provider for each (a unit test holds them equal).
+GRAMMARS: dict[str, Grammar] = {
+    STORE_AZURE: Grammar(parse_ref, one_location_per_class=True, default_location=True, role_annotation=False),
+    STORE_VAULT: Grammar(parse_vault_ref, one_location_per_class=False, default_location=False, role_annotation=True),
+}
+
+
+def _parse_store(annotations: Mapping[str, str], problems: list[str]) -> str | None:
+    store = annotations.get(STORE, DEFAULT_STORE)
+    if store not in GRAMMARS:
+        problems.append(f"{STORE}: {store[:64]!r} must be {' or '.join(sorted(GRAMMARS))}")
+        return None
+    return store
 
 
 def _parse_bool(key: str, value: str, problems: list[str]) -> bool:
@@ -239,7 +331,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         else:
             problems.append(
                 f"unknown annotation {key!r} (known: vault, secret-<alias>, env-<VAR>, mode,"
-                " containers, mount-path, provider-class, init-first)"
+                " containers, mount-path, provider-class, init-first, store, vault-role)"
             )
 
     if len(secrets) > MAX_OBJECTS:
@@ -255,10 +347,28 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         except ValueError:
             problems.append(f"{MODE}: {annotations[MODE]!r} must be csi or init")
 
+    store = _parse_store(annotations, problems)
+    grammar = GRAMMARS[store or DEFAULT_STORE]
     default_vault = annotations.get(VAULT) or namespace_default_vault
-    if VAULT in annotations and not VAULT_NAME.match(annotations[VAULT]):
+    if not grammar.default_location:
+        default_vault = None
+        if VAULT in annotations:
+            problems.append(
+                f"{VAULT} names a default Azure Key Vault, which means nothing with {STORE}: {store}:"
+                " remove it (every Vault ref names its mount)"
+            )
+    elif VAULT in annotations and not VAULT_NAME.match(annotations[VAULT]):
         problems.append(f"{VAULT}: {annotations[VAULT]!r} is not a valid Key Vault name")
         default_vault = None
+    role = annotations.get(VAULT_ROLE)
+    if role is not None:
+        if not grammar.role_annotation:
+            problems.append(f"{VAULT_ROLE} applies only with {STORE}: {STORE_VAULT}")
+        elif not VAULT_ROLE_NAME.match(role):
+            problems.append(
+                f"{VAULT_ROLE}: {role[:128]!r} must be 1-128 letters, digits, '.', '_' or '-', starting and"
+                " ending with a letter or digit"
+            )
 
     mount_path = DEFAULT_MOUNT_PATH
     if MOUNT_PATH in annotations:
@@ -287,7 +397,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
                 " (letters, digits, '.', '_', '-'; not starting with '.')"
             )
             continue
-        ref, ref_problems = parse_ref(value, default_vault)
+        ref, ref_problems = grammar.parse(value, default_vault)
         problems.extend(f"{SECRET_PREFIX}{alias}: {p}" for p in ref_problems)
         if ref is not None:
             objects.append(Mounted(alias, ref))
@@ -310,7 +420,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             env.append(EnvVar(var, value))
             continue
         # A full reference: the object is also mounted, as a file named after the variable.
-        ref, ref_problems = parse_ref(value, default_vault)
+        ref, ref_problems = grammar.parse(value, default_vault)
         if ref is None:
             problems.append(
                 f"{key}: {value!r} is neither an alias defined by a {SECRET_PREFIX}<alias>"
@@ -337,7 +447,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             if m.ref.type is ObjectType.KEY
         )
     vaults = sorted({m.ref.vault for m in objects})
-    if mode is Mode.CSI and len(vaults) > 1:
+    if mode is Mode.CSI and grammar.one_location_per_class and len(vaults) > 1:
         problems.append(
             f"mode csi mounts one SecretProviderClass, which holds one vault, but this pod names"
             f" {len(vaults)} ({', '.join(vaults)}): set {MODE}: init to read several vaults"
@@ -362,4 +472,6 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         provider_class=provider_class,
         init_first=init_first,
         warnings=tuple(warnings),
+        store=store or DEFAULT_STORE,
+        role=role if grammar.role_annotation else None,
     )

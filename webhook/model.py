@@ -19,6 +19,7 @@ class ServiceAccount:
     uid: str
     client_id: str | None
     tenant_id: str | None
+    vault_role: str | None = None  # HashiCorp Vault's Kubernetes-auth role (store vault)
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> ServiceAccount:
@@ -30,6 +31,7 @@ class ServiceAccount:
             uid=meta.get("uid") or "",
             client_id=annotations.get(names.SA_CLIENT_ID) or None,
             tenant_id=annotations.get(names.SA_TENANT_ID) or None,
+            vault_role=annotations.get(names.SA_VAULT_ROLE) or None,
         )
 
 
@@ -100,14 +102,34 @@ class Rule:
 
 
 @dataclass(frozen=True, slots=True)
+class VaultRule:
+    """One `allow` entry of a Vault policy: a glob over `<mount>/<path>` (KV v2's logical path, case-sensitive,
+    `*` crossing `/` like the trailing `*` of a Vault ACL path) and the key globs it grants there."""
+
+    path: str
+    keys: tuple[str, ...]
+
+
+def auth_mount(text: str) -> str:
+    """A Kubernetes-auth mount as Vault's CLI and kvinject write it: `kubernetes`, not `auth/kubernetes/`."""
+    mount = text.strip().strip("/")
+    return mount[len("auth/") :] if mount.startswith("auth/") else mount
+
+
+@dataclass(frozen=True, slots=True)
 class AccessPolicy:
-    """A SecretAccessPolicy: which federated ServiceAccounts of one identity may read what."""
+    """A SecretAccessPolicy: which federated ServiceAccounts of one identity may read what.
+
+    Store vault: `client_id` is the Kubernetes-auth role (lowercased, like every index key), `tenant_id` its
+    auth mount, and the rules are `VaultRule`s.
+    """
 
     name: str
     client_id: str
     tenant_id: str
     accounts: frozenset[tuple[str, str]]
-    rules: tuple[Rule, ...]
+    rules: tuple[Rule | VaultRule, ...]
+    store: str = names.DEFAULT_STORE
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> AccessPolicy:
@@ -119,6 +141,20 @@ class AccessPolicy:
             for a in spec.get("federatedServiceAccounts") or []
             if isinstance(a, dict)
         )
+        vault = ident.get("vault")
+        if isinstance(vault, dict):
+            return cls(
+                name=meta.get("name") or "",
+                client_id=str(vault.get("role") or "").lower(),
+                tenant_id=auth_mount(str(vault.get("authMount") or "")),
+                accounts=accounts,
+                rules=tuple(
+                    VaultRule(str(r.get("path", "")), tuple(str(k) for k in r.get("keys") or ["*"]))
+                    for r in spec.get("allow") or []
+                    if isinstance(r, dict)
+                ),
+                store=names.STORE_VAULT,
+            )
         rules = tuple(
             Rule(str(r.get("vault", "")).lower(), tuple(Pattern.parse(str(p)) for p in r.get("objects") or []))
             for r in spec.get("allow") or []

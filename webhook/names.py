@@ -21,6 +21,8 @@ CONTAINERS = PREFIX + "containers"
 MOUNT_PATH = PREFIX + "mount-path"
 PROVIDER_CLASS = PREFIX + "provider-class"
 INIT_FIRST = PREFIX + "init-first"
+STORE = PREFIX + "store"  # which secret store every ref of the pod names (docs/vault-design.md)
+VAULT_ROLE = PREFIX + "vault-role"  # store vault: the Kubernetes-auth role, over the ServiceAccount's
 STATUS = PREFIX + "status"
 STATUS_INJECTED = "injected"
 # kvinject's record of the containers it injected into when it first injected the pod (names, comma-separated):
@@ -43,6 +45,20 @@ EVENT_COMPONENT = "kvinject"
 VAULT_NAME = re.compile(r"^[a-zA-Z](?:[a-zA-Z0-9]|-(?!-)){1,22}[a-zA-Z0-9]$")
 OBJECT_NAME = re.compile(r"^[a-zA-Z0-9-]{1,127}$")
 OBJECT_VERSION = re.compile(r"^[a-zA-Z0-9]{1,32}$")
+
+# -- Stores, and HashiCorp Vault's ref grammar: `<mount>/<path>#<key>` on a KV v2 engine ---------------
+
+STORE_AZURE = "azure"
+STORE_VAULT = "vault"
+DEFAULT_STORE = STORE_AZURE
+# Conservative subsets of what Vault accepts, so every part is also safe in YAML, messages and file names.
+VAULT_MOUNT = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,62}[A-Za-z0-9])?$")
+VAULT_PATH_SEGMENT = re.compile(r"^[A-Za-z0-9_-](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9_-])?$")
+VAULT_KEY = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+VAULT_ROLE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9_.-]{0,126}[A-Za-z0-9])?$")
+MAX_VAULT_PATH = 512
+# KV v2's API paths: a ref names the logical path, the engine serves it under <mount>/data/ (and metadata/).
+KV2_API_SEGMENTS = ("data", "metadata")
 
 # -- What kvinject adds to a pod -----------------------------------------------------------------------
 
@@ -80,6 +96,8 @@ ENV_RETRIES = "KVINJECT_FETCH_RETRIES"
 
 SA_CLIENT_ID = "azure.workload.identity/client-id"
 SA_TENANT_ID = "azure.workload.identity/tenant-id"
+# HashiCorp Vault: the Kubernetes-auth role a ServiceAccount reads as (store vault).
+SA_VAULT_ROLE = "vault.kvinject.io/role"
 
 # -- Azure's public cloud: the defaults of the server settings and of `kvinject fetch` -------------------
 

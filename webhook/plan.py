@@ -232,6 +232,7 @@ class InitSpec:
 
 def fetch_objects(request: contract.InjectionRequest) -> str:
     """KVINJECT_OBJECTS: the objects to write, as compact JSON (names only, never values)."""
+    # A Vault ref's key is added only where there is one, so Azure's objects read as they always have.
     return orjson.dumps(
         [
             {
@@ -240,6 +241,7 @@ def fetch_objects(request: contract.InjectionRequest) -> str:
                 "name": m.ref.name,
                 "type": m.ref.type.value,
                 "version": m.ref.version,
+                **({"key": m.ref.key} if m.ref.key else {}),
             }
             for m in sorted(request.objects, key=lambda o: o.alias)
         ]

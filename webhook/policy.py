@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from fnmatch import fnmatchcase
 
-from webhook.contract import ObjectRef
+from webhook.contract import ALL_KEYS, ObjectRef
 from webhook.identity import Identity
-from webhook.model import AccessPolicy, Pattern
+from webhook.model import AccessPolicy, Pattern, Rule, VaultRule
 from webhook.names import ENFORCEMENT_LABEL
 
 
@@ -49,27 +49,53 @@ def matches(pattern: Pattern, ref: ObjectRef) -> bool:
     return (pattern.type is None or pattern.type == ref.type.value) and fnmatchcase(ref.name.lower(), pattern.glob)
 
 
+def key_matches(glob: str, key: str) -> bool:
+    """A Vault key glob over a ref's key; a class reading every key of a secret needs the glob `*` itself."""
+    return glob == ALL_KEYS if key == ALL_KEYS else fnmatchcase(key, glob)
+
+
+def rule_grants(rule: Rule | VaultRule, ref: ObjectRef) -> bool:
+    """Whether one allow entry covers a ref of its own store (Key Vault: vault and name; Vault: path and key)."""
+    if isinstance(rule, VaultRule):
+        return (
+            bool(ref.key)
+            and fnmatchcase(f"{ref.vault}/{ref.name}", rule.path)
+            and any(key_matches(k, ref.key) for k in rule.keys)
+        )
+    return not ref.key and rule.vault == ref.vault.lower() and any(matches(pat, ref) for pat in rule.patterns)
+
+
+def _scope(rule: Rule | VaultRule) -> tuple[str, list[str]]:
+    if isinstance(rule, VaultRule):
+        return rule.path, list(rule.keys)
+    return rule.vault, [str(pat) for pat in rule.patterns]
+
+
 def grants_of(policies: Iterable[AccessPolicy]) -> str:
-    """`vault: a, cert:b; other: c-*`, merged over policies, in a stable order."""
-    by_vault: dict[str, list[str]] = {}
+    """`vault: a, cert:b; other: c-*` (Vault: `secret/payments/*: password, username`), merged over policies, in a
+    stable order."""
+    by_scope: dict[str, list[str]] = {}
     for p in policies:
         for rule in p.rules:
-            names = by_vault.setdefault(rule.vault, [])
-            names.extend(str(pat) for pat in rule.patterns if str(pat) not in names)
-    return "; ".join(f"{vault}: {', '.join(names)}" for vault, names in sorted(by_vault.items())) or "nothing"
+            scope, items = _scope(rule)
+            names = by_scope.setdefault(scope, [])
+            names.extend(item for item in items if item not in names)
+    return "; ".join(f"{scope}: {', '.join(names)}" for scope, names in sorted(by_scope.items())) or "nothing"
 
 
 def decide(
     objects: Sequence[ObjectRef], namespace: str, account: str, who: Identity, candidates: Iterable[AccessPolicy]
 ) -> Decision:
-    policies = sorted(candidates, key=lambda p: p.name)
+    # Policies of another store may share the index key (a Vault role named like a client id): not this identity's.
+    policies = sorted((p for p in candidates if p.store == who.store), key=lambda p: p.name)
     considered = tuple(p.name for p in policies)
     sa = f"ServiceAccount {namespace}/{account}"
+    named = f"{who.kind} {who.client_id}"
     if not policies:
         return Decision(
             False,
             Reason.NO_POLICY,
-            f"no SecretAccessPolicy grants identity {who.client_id}, the client id of {sa}: ask the platform team"
+            f"no SecretAccessPolicy grants {named}, the {who.principal_word} of {sa}: ask the platform team"
             f" for a SecretAccessPolicy that lists {namespace}/{account} and the objects",
             denied=tuple(objects),
         )
@@ -79,8 +105,8 @@ def decide(
         return Decision(
             False,
             Reason.TENANT_MISMATCH,
-            f"{sa} uses identity {who.client_id} in tenant {who.tenant_id}, but SecretAccessPolicies"
-            f" {', '.join(considered)} bind that client id in tenant {tenants}",
+            f"{sa} uses {named} in {who.realm_word} {who.tenant_id}, but SecretAccessPolicies"
+            f" {', '.join(considered)} bind that {who.principal_word} in {who.realm_word} {tenants}",
             denied=tuple(objects),
             considered=considered,
         )
@@ -89,24 +115,14 @@ def decide(
         return Decision(
             False,
             Reason.NOT_FEDERATED,
-            f"{sa} is not among the federatedServiceAccounts of SecretAccessPolicies {', '.join(considered)}"
-            f" for identity {who.client_id}",
+            f"{sa} is not among the {who.binding_word} of SecretAccessPolicies {', '.join(considered)} for {named}",
             denied=tuple(objects),
             considered=considered,
         )
     denied: list[ObjectRef] = []
     allowed_by: list[str] = []
     for ref in objects:
-        vault = ref.vault.lower()
-        granting = next(
-            (
-                p.name
-                for p in federated
-                for rule in p.rules
-                if rule.vault == vault and any(matches(pat, ref) for pat in rule.patterns)
-            ),
-            None,
-        )
+        granting = next((p.name for p in federated for rule in p.rules if rule_grants(rule, ref)), None)
         if granting is None:
             denied.append(ref)
         elif granting not in allowed_by:
@@ -116,7 +132,7 @@ def decide(
         return Decision(
             False,
             Reason.OBJECT_NOT_ALLOWED,
-            f"identity {who.client_id} of {sa} may not read {', '.join(str(r) for r in denied)};"
+            f"{named} of {sa} may not read {', '.join(str(r) for r in denied)};"
             f" it may read {grants} (SecretAccessPolicies considered: {', '.join(considered)})",
             denied=tuple(denied),
             allowed_by=tuple(allowed_by),

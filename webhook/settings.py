@@ -73,6 +73,18 @@ class Settings(BaseSettings):
     # Vault URLs other than https://<vault>.<vault_dns_suffix> (private endpoints, tests), as JSON.
     vault_urls: dict[str, str] = Field(default_factory=dict)
 
+    # HashiCorp Vault (kvinject.io/store: vault; docs/vault-design.md): its https address, the mount of its
+    # Kubernetes auth method, the audience its roles accept in ServiceAccount tokens, its CA bundle for the
+    # init container (a ConfigMap in the pod's namespace, key ca.crt) and for the Vault CSI provider (a file on
+    # the provider's pod, vaultCACertPath).
+    hashicorp_vault_address: str = Field(default="", pattern=r"^(https://[^\s/]+/?)?$")
+    hashicorp_vault_auth_mount: str = Field(
+        default="kubernetes", pattern=r"^[A-Za-z0-9]([A-Za-z0-9_./-]*[A-Za-z0-9])?$"
+    )
+    hashicorp_vault_audience: str = "vault"
+    hashicorp_vault_ca_configmap: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")
+    hashicorp_vault_csi_ca_cert_path: str = ""
+
     # Live verification (opt-in; a namespace label kvinject.io/live-verify=true|false overrides it):
     # prove with Entra ID and Key Vault that the ServiceAccount can read every requested object.
     live_verify: bool = False

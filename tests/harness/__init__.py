@@ -12,6 +12,7 @@
   Deployment installed from manifests/ or the chart (INSTALLERS); apiload.py: constant admission load through the
   apiserver
 - doubles/: HTTPS doubles of Key Vault and the Entra token endpoint
+- vault.py: a real HashiCorp Vault (TLS, KV v2, Kubernetes auth on the control plane) for the Vault store
 - builders.py: real-shaped objects (controller-made pods, AdmissionReviews, clusters) and the test identities
 - load.py: an open-model load loop over TLS; hygiene.py: the secret-leak scan; prerequisites.py: skip or fail
 - terraform.py: the Terraform example (examples/terraform) evaluated as `terraform apply` would create it
@@ -76,6 +77,7 @@ _EXPORTS = {
     "prerequisites": ["unavailable"],
     "process": ["Lifecycle", "Process", "ProcessExited", "free_port", "tail"],
     "serve": ["KvinjectServer", "ServeProcess"],
+    "vault": ["VaultMissing", "VaultRole", "VaultServer", "require_vault"],
     "waiting": ["HANG_GUARD", "WaitTimeout", "wait_for"],
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

@@ -1,0 +1,188 @@
+"""Vault SecretProviderClasses, pure: the parameters kvinject generates, and what a stored class reads as whom,
+judged as the Vault CSI provider reads the parameters the Secrets Store CSI driver hands it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+
+from webhook.contract import ALL_KEYS, InjectionRequest, ObjectRef, parse_vault_ref
+from webhook.model import SecretProviderClass, auth_mount
+from webhook.names import KV2_API_SEGMENTS, VAULT_KEY
+from webhook.providers.vault import names as vn
+
+
+@dataclass(frozen=True, slots=True)
+class Server:
+    """The Vault server kvinject judges for (server settings)."""
+
+    address: str
+    auth_mount: str
+    audience: str = ""
+    csi_ca_cert_path: str = ""
+
+
+def kv2_api_path(ref: ObjectRef) -> str:
+    """Where KV v2 serves a secret's latest version: `<mount>/data/<path>`, the provider's secretPath."""
+    return f"{ref.vault}/data/{ref.name}"
+
+
+def _objects_parameter(request: InjectionRequest) -> str:
+    """The provider's `objects`: a YAML list, one entry per file. Every value matched the contract's grammar,
+    so double quotes are enough to keep YAML from reading any of them as another type."""
+    lines = []
+    for m in sorted(request.objects, key=lambda o: o.alias):
+        lines.append(f'- {vn.OBJECT_NAME}: "{m.alias}"')
+        lines.append(f'  {vn.SECRET_PATH}: "{kv2_api_path(m.ref)}"')
+        lines.append(f'  {vn.SECRET_KEY}: "{m.ref.key}"')
+    return "\n".join(lines) + "\n"
+
+
+def parameters(request: InjectionRequest, role: str, server: Server) -> dict[str, str]:
+    """spec.parameters of the class for a csi-mode request: the pod's role on the server's auth mount."""
+    params = {
+        vn.ROLE_NAME: role,
+        vn.ADDRESS: server.address,
+        vn.AUTH_MOUNT: server.auth_mount,
+        vn.OBJECTS: _objects_parameter(request),
+    }
+    if server.audience:
+        params[vn.AUDIENCE] = server.audience
+    if server.csi_ca_cert_path:
+        params[vn.CA_CERT_PATH] = server.csi_ca_cert_path
+    return params
+
+
+class Unjudgeable(Exception):
+    """The parameters cannot be judged exactly as the provider reads them."""
+
+
+def _go_bool(value: str) -> bool:
+    """Go's strconv.ParseBool, which the provider applies to vaultSkipTLSVerify."""
+    if value in ("1", "t", "T", "TRUE", "true", "True"):
+        return True
+    if value in ("0", "f", "F", "FALSE", "false", "False"):
+        return False
+    raise Unjudgeable(f"{vn.SKIP_TLS_VERIFY} {value[:16]!r} is not a boolean")
+
+
+def _mount(params: Mapping[str, str]) -> str | None:
+    """The auth mount the provider logs in on; None: its own default (-vault-mount), which kvinject cannot see."""
+    old, new = params.get(vn.AUTH_MOUNT), params.get(vn.AUTH_MOUNT_NEW)
+    if old and new and auth_mount(old) != auth_mount(new):
+        raise Unjudgeable(f"it sets both {vn.AUTH_MOUNT} and {vn.AUTH_MOUNT_NEW}, to different mounts")
+    chosen = new or old
+    return auth_mount(chosen) if chosen else None
+
+
+def _entry_ref(entry: Any) -> ObjectRef:
+    if not isinstance(entry, dict) or not all(isinstance(k, str) for k in entry):
+        raise Unjudgeable(f"{vn.OBJECTS} holds an entry that is not a map")
+    unknown = sorted(set(entry) - vn.OBJECT_FIELDS)
+    if unknown:
+        raise Unjudgeable(f"{vn.OBJECTS} entry has unknown fields {', '.join(unknown)[:100]}")
+    name = entry.get(vn.OBJECT_NAME)
+    path = entry.get(vn.SECRET_PATH)
+    key = entry.get(vn.SECRET_KEY, "")
+    method = entry.get(vn.METHOD, "")
+    if (
+        not isinstance(name, str)
+        or not isinstance(path, str)
+        or not isinstance(key, str)
+        or not isinstance(method, str)
+    ):
+        raise Unjudgeable(f"{vn.OBJECTS} entry needs {vn.OBJECT_NAME} and {vn.SECRET_PATH} written as strings")
+    if method not in ("", "GET"):
+        raise Unjudgeable(f"object {name[:64]!r} uses method {method[:16]!r}: kvinject judges only reads (GET)")
+    if vn.SECRET_ARGS in entry:
+        raise Unjudgeable(f"object {name[:64]!r} sets {vn.SECRET_ARGS}, which changes what is read")
+    mount, _, rest = path.partition("/")
+    segment, _, logical = rest.partition("/")
+    if segment != KV2_API_SEGMENTS[0] or not logical:
+        raise Unjudgeable(
+            f"object {name[:64]!r} reads {path[:200]!r}, which is not a KV v2 secret (<mount>/data/<path>):"
+            " kvinject judges only KV v2 reads"
+        )
+    if key and not VAULT_KEY.match(key):
+        raise Unjudgeable(f"object {name[:64]!r} has secretKey {key[:64]!r}, which kvinject cannot name")
+    ref, problems = parse_vault_ref(f"{mount}/{logical}#{key or 'x'}")
+    if ref is None:
+        raise Unjudgeable(f"object {name[:64]!r} reads {path[:200]!r}: {'; '.join(problems)}")
+    return ObjectRef(ref.vault, ref.name, key=key or ALL_KEYS)
+
+
+def _objects(params: Mapping[str, str]) -> list[ObjectRef]:
+    text = params.get(vn.OBJECTS, "")
+    try:
+        entries = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise Unjudgeable(f"{vn.OBJECTS} is not YAML") from None
+    if not isinstance(entries, list) or not entries:
+        raise Unjudgeable(f"{vn.OBJECTS} is not a list of objects")
+    return [_entry_ref(e) for e in entries]
+
+
+def _own_problems(where: str, params: Mapping[str, str], server: Server) -> list[str]:
+    """What makes a class read otherwise than as a pod's role on kvinject's Vault, whoever mounts it."""
+    problems: list[str] = []
+    if params.get(vn.TOKEN_PATH):
+        problems.append(
+            f"{where} sets {vn.TOKEN_PATH}: the provider would log in with the token in that file, not the pod's"
+        )
+    address = params.get(vn.ADDRESS, "")
+    if address and address.rstrip("/") != server.address.rstrip("/"):
+        problems.append(f"{where} reads from Vault at {address[:200]!r}, not {server.address or 'the configured one'}")
+    if params.get(vn.NAMESPACE):
+        problems.append(f"{where} sets {vn.NAMESPACE}: kvinject judges only Vault's root namespace")
+    if vn.SKIP_TLS_VERIFY in params and _go_bool(params[vn.SKIP_TLS_VERIFY]):
+        problems.append(f"{where} sets {vn.SKIP_TLS_VERIFY}: the provider would not verify Vault's certificate")
+    return problems
+
+
+def class_problems(found: SecretProviderClass, server: Server) -> list[str]:
+    """What is wrong with a Vault class on its own, before any pod mounts it."""
+    where = f"SecretProviderClass {found.namespace}/{found.name}"
+    try:
+        problems = _own_problems(where, found.parameters, server)
+        _mount(found.parameters)
+        _objects(found.parameters)
+    except Unjudgeable as exc:
+        return [f"{where} cannot be judged as the Vault CSI provider reads it: {exc}"]
+    return problems
+
+
+def declared_objects(
+    found: SecretProviderClass,
+    role: str,
+    mount: str,
+    server: Server,
+    attributes: Mapping[str, str] | None = None,
+) -> tuple[list[ObjectRef], list[str]]:
+    """The secrets a Vault class (with a volume's attributes over its parameters, as the driver merges them)
+    would read, and what is wrong with how: another role or auth mount than the pod's, or anything inexact."""
+    where = f"SecretProviderClass {found.namespace}/{found.name}"
+    attributes = attributes or {}
+    params = {**found.parameters, **attributes}
+    problems = [
+        f"{where}: the volume attribute {k[:100]} would speak for the pod to the provider"
+        for k in sorted(attributes)
+        if k.startswith(vn.DRIVER_PREFIX)
+    ]
+    try:
+        problems += _own_problems(where, params, server)
+        chosen = _mount(params)
+        refs = _objects(params)
+    except Unjudgeable as exc:
+        return [], [*problems, f"{where} cannot be judged as the Vault CSI provider reads it: {exc}"]
+    class_role = params.get(vn.ROLE_NAME, "")
+    if class_role.lower() != role.lower():
+        problems.append(
+            f"{where} logs in as role {class_role[:128]!r}, not {role}, the role of the pod's ServiceAccount"
+        )
+    effective = chosen or auth_mount(vn.PROVIDER_DEFAULT_AUTH_MOUNT)
+    if effective != mount:
+        problems.append(f"{where} logs in on auth mount {effective[:128]!r}, not {mount}")
+    return refs, problems
