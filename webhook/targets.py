@@ -166,7 +166,13 @@ def strays(selection: Selection, env: Iterable[tuple[str, str, str]]) -> list[st
     """Containers that carry kvinject's volume mount or one of its env entries (`env_key`s) without being a
     target: a copy made by someone else (another webhook, or the pod's author without naming the container)."""
     ours = frozenset(env)
-    found: list[str] = []
+    # The Azure token volume (mode init) is kvinject-fetch's alone, targets included: a container mounting it would
+    # read Key Vault with the pod's identity itself, outside what kvinject fetched and the policy judged.
+    found = [
+        f"container {t.name!r} mounts kvinject's token volume {TOKEN_VOLUME}: only {INIT_CONTAINER} reads it"
+        for t in (*selection.targets, *selection.others)
+        if any(isinstance(m, dict) and m.get("name") == TOKEN_VOLUME for m in t.container.get("volumeMounts") or [])
+    ]
     for other in selection.others:
         what = []
         if other.mounts_volume():

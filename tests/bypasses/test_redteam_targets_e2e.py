@@ -268,3 +268,16 @@ def test_a_pod_kvinject_did_not_inject_stays_editable(control_plane: ControlPlan
         assert result.returncode == 0, result.stderr
     relabelled = as_user(cp, ALICE, "label", "pod", name, "-n", team, "--overwrite", f"{K}inject=maybe")
     assert relabelled.returncode == 0, relabelled.stderr
+
+
+def test_a_container_mounting_kvinjects_token_volume_at_creation(control_plane: ControlPlane, team: str) -> None:  # noqa: F811
+    """The creation-time twin of the ephemeral case: the author mounts kvinject-azure-token (which kvinject is about to
+    add) in a container of an init-mode pod; only kvinject-fetch reads the token."""
+    cp = control_plane
+    opted = pod(team)
+    opted["metadata"]["labels"] = {K + "inject": "true"}
+    opted["metadata"]["annotations"] = {K + "mode": "init", K + "secret-config": "team-kv/config"}
+    opted["spec"]["containers"][0]["volumeMounts"] = [{"name": "kvinject-azure-token", "mountPath": "/t"}]
+    result = alice_creates(cp, opted)
+    assert result.returncode != 0, "admitted: container 'app' mounts the pod's Azure token volume"
+    assert "container 'app' mounts kvinject's token volume kvinject-azure-token" in result.stderr, result.stderr

@@ -8,10 +8,12 @@ from typing import Any
 
 import pytest
 
+from tests.unit.test_targets import INIT, container, pod_with, request_of
 from webhook import rollout, targets
 from webhook.names import (
     CONTAINERS,
     CSI_DRIVER,
+    INIT_CONTAINER,
     INJECT_LABEL,
     INJECTED_CONTAINERS,
     MANAGED_BY,
@@ -179,3 +181,26 @@ SYNCS = [
 @pytest.mark.parametrize(("doc", "reserved"), [c[1:] for c in SYNCS], ids=[c[0] for c in SYNCS])
 def test_kvinjects_secret_names_are_reserved(doc: dict[str, Any], reserved: list[str]) -> None:
     assert rollout.reserved_syncs(doc) == reserved
+
+
+TOKEN = {"name": TOKEN_VOLUME, "mountPath": "/t"}
+TOKEN_MOUNTS = [
+    ("target", pod_with(INIT, [container("app", volumeMounts=[TOKEN])]), ["'app'"]),
+    ("other-container", pod_with({**INIT, CONTAINERS: "app"}, [
+        container("app"), container("side", volumeMounts=[TOKEN])]), ["'side'"]),
+    ("init-container", pod_with(INIT, [container("app")], [container("setup", volumeMounts=[TOKEN])]), ["'setup'"]),
+    ("every-one", pod_with(INIT, [container("app", volumeMounts=[TOKEN]), container("b", volumeMounts=[TOKEN])]),
+     ["'app'", "'b'"]),
+    ("kvinject-fetch-itself", pod_with(INIT, [container("app")], [
+        container(INIT_CONTAINER, volumeMounts=[TOKEN])]), []),
+    ("no-token", pod_with(INIT, [container("app")]), []),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("doc", "named"), [c[1:] for c in TOKEN_MOUNTS], ids=[c[0] for c in TOKEN_MOUNTS])
+def test_only_kvinject_fetch_mounts_the_token_volume(doc: dict[str, Any], named: list[str]) -> None:
+    found = [f for f in targets.strays(targets.select(doc, request_of(doc)), []) if TOKEN_VOLUME in f]
+    assert [f.split(" ")[1] for f in found] == named, found
+    assert all(
+        f.endswith(f"mounts kvinject's token volume {TOKEN_VOLUME}: only {INIT_CONTAINER} reads it") for f in found
+    )
