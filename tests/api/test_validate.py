@@ -262,17 +262,29 @@ async def test_decisions_are_counted_by_outcome_and_reason() -> None:
     assert 'kvinject_policy_decisions_total{endpoint="validate",outcome="denied",reason="synced-secret"} 1.0' in text
 
 
-async def test_a_vault_volume_is_judged_with_the_pods_vault_identity() -> None:
-    # A pod of store azure mounting a hand-written provider: vault class reads as its Vault role there.
+VAULT_CLASS = {
+    "kind": "SecretProviderClass",
+    "metadata": {"name": "vault-db", "namespace": "payments"},
+    "spec": {"provider": "vault", "parameters": {"roleName": "db"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("https://vault.example:8200", "ServiceAccount payments/api has no vault.kvinject.io/role annotation"),
+        ("", "kvinject has no HashiCorp Vault configured (KVINJECT_HASHICORP_VAULT_ADDRESS is unset)"),
+    ],
+    ids=["vault-configured", "no-vault-configured"],
+)
+async def test_a_vault_volume_is_judged_with_the_pods_vault_identity(address: str, message: str) -> None:
+    # A pod of store azure mounting a hand-written provider: vault class reads as its Vault role there; with no
+    # Vault configured, kvinject cannot judge it and says so.
     cluster = golden_cluster()
-    cluster.apply(
-        "ADDED",
-        {
-            "kind": "SecretProviderClass",
-            "metadata": {"name": "vault-db", "namespace": "payments"},
-            "spec": {"provider": "vault", "parameters": {"roleName": "db"}},
-        },
+    cluster.apply("ADDED", VAULT_CLASS)
+    settings = Settings(relaxable_namespaces=RELAXABLE, hashicorp_vault_address=address)
+    answer = await post(
+        "/validate", admission_review(hand_written(volumes=[csi_volume("vault-db")])), cluster, settings
     )
-    answer = await post("/validate", admission_review(hand_written(volumes=[csi_volume("vault-db")])), cluster)
     assert answer["allowed"] is False
-    assert "ServiceAccount payments/api has no vault.kvinject.io/role annotation" in answer["status"]["message"]
+    assert message in answer["status"]["message"]

@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from tests.e2e.vault.site import Site
-from tests.harness import K, apply_docs, create, get_json
+from tests.harness import MANIFESTS, K, apply_docs, create, get_json, pick
+from tests.harness.vault import access_policy
 
 pytestmark = pytest.mark.e2e
 
@@ -178,3 +179,70 @@ def test_a_vault_pod_may_name_a_vault_class_that_reads_as_its_role(site: Site, r
         assert create(site.cp, pod)["metadata"]["annotations"][K + "status"] == "injected"
     else:
         assert message in denial(site, pod)
+
+
+# -- Live verification: Vault itself is asked, as the pod's ServiceAccount, through the apiserver's TokenRequest --
+
+
+@pytest.fixture
+def live(site: Site) -> Site:
+    """The site's kvinject with live verification on: the overlay's ClusterRole (TokenRequest) and the policy that
+    narrows its tokens to Entra's and Vault's audiences; kvinject trusts exactly the Vault's CA."""
+    overlay = site.cp.kubectl("kustomize", str(MANIFESTS / "overlays" / "live-verification")).stdout
+    kinds = ("ClusterRole", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding")
+    apply_docs(site.cp, pick([d for d in yaml.safe_load_all(overlay) if d], *kinds))
+    site.start(
+        KVINJECT_LIVE_VERIFY="true",
+        KVINJECT_LIVE_BUDGET_SECONDS="5",
+        KVINJECT_HASHICORP_VAULT_CA_FILE=str(site.vault.ca_file),
+    )
+    return site
+
+
+def test_live_a_path_vault_grants_is_admitted(live: Site) -> None:
+    stored = create(live.cp, live.pod({K + "secret-db": live.ref("db", "password")}))
+    assert stored["metadata"]["annotations"][K + "status"] == "injected"
+
+
+def test_live_a_path_only_the_policy_grants_is_denied_by_vault(live: Site) -> None:
+    message = denial(live, live.pod({K + "secret-audit": live.ref("audit", "password")}))
+    assert f"Vault says role {live.role} may not read secret/{live.namespace}/audit" in message
+
+
+def test_live_a_service_account_the_role_does_not_bind_is_denied_with_vaults_message(live: Site) -> None:
+    # kvinject's policy lists it too (a policy out of step with the role): Vault has the last word.
+    extra = access_policy(
+        f"vault-intruder-{live.namespace}",
+        live.role,
+        [(live.namespace, "intruder")],
+        {f"secret/{live.namespace}/db": ["*"]},
+    )
+    apply_docs(live.cp, [extra])
+    try:
+        message = denial(live, live.pod({K + "secret-db": live.ref("db", "password")}, account="intruder"))
+    finally:
+        live.cp.kubectl("delete", "secretaccesspolicy", extra["metadata"]["name"])
+    assert "service account name not authorized" in message
+
+
+@pytest.mark.parametrize("fail_open", [False, True], ids=["fail-closed", "fail-open"])
+def test_live_vault_down_follows_the_fail_setting(live: Site, fail_open: bool) -> None:
+    if fail_open:
+        live.start(
+            KVINJECT_LIVE_VERIFY="true",
+            KVINJECT_LIVE_BUDGET_SECONDS="5",
+            KVINJECT_HASHICORP_VAULT_CA_FILE=str(live.vault.ca_file),
+            KVINJECT_LIVE_FAIL_OPEN="true",
+        )
+    refused = f"could not reach Vault at {live.vault.url}: connection refused"
+    live.vault.stop()
+    try:
+        result = create(live.cp, live.pod({K + "secret-db": live.ref("db", "password")}), check=False)
+    finally:
+        live.vault.start()
+    if fail_open:
+        assert result.returncode == 0, result.stderr
+        assert f"kvinject could not verify access with Vault and admitted the pod: {refused}" in result.stderr
+    else:
+        assert result.returncode != 0
+        assert f"could not verify access with Vault: {refused}" in result.stderr
