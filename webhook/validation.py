@@ -10,9 +10,9 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import podrefs, policy, providers, review, rollout
+from webhook import podrefs, policy, providers, review, rollout, targets
 from webhook.access import Denial, Judge
-from webhook.cluster import Cluster
+from webhook.cluster import Cluster, ClusterError
 from webhook.contract import ObjectRef
 from webhook.identity import Identity
 from webhook.injection import (
@@ -28,7 +28,7 @@ from webhook.injection import (
 )
 from webhook.metrics import Metrics
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
-from webhook.names import CLASS_NAME_PREFIX, DEFAULT_STORE, INIT_CONTAINER, STORE, VAULT_ROLE, VOLUME_NAME
+from webhook.names import CLASS_NAME_PREFIX, DEFAULT_STORE, INIT_CONTAINER, STORE, VAULT_ROLE
 from webhook.policy import Enforcement
 from webhook.providers import Provider
 from webhook.settings import Settings
@@ -55,6 +55,8 @@ class Validator:
             return await answer_pod(request, lambda pod: self._validate_ephemeral(request, pod))
         if request.is_pod_create:
             return await answer_pod(request, lambda pod: self._validate(request, pod))
+        if request.is_pod_update:
+            return await answer_pod(request, lambda pod: self._validate_update(request, pod))
         return Outcome(review.allowed(request.uid), "skipped")
 
     async def _validate_class(self, request: review.Request) -> Outcome:
@@ -72,12 +74,29 @@ class Validator:
         found = SecretProviderClass.from_object(
             {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
         )
-        kvinjects = rollout.class_is_kvinjects(obj)
+        generated = rollout.class_is_kvinjects(obj)
+        reserved = rollout.reserved_syncs(obj)
+        try:
+            # kvinject's own classes are written by kvinject alone (reserved-provider-classes.yaml); any other class
+            # that a pod of kvinject's reads through is kvinject's too, whichever webhook entry delivered it: the
+            # entries split by name and label, which the class's writer chooses.
+            users = [] if generated else await self._class_users(request.namespace, found.name)
+        except Denial as denial:
+            return denied_outcome(request, denial)
+        kvinjects = generated or bool(reserved) or bool(users)
         judge = self.judge if kvinjects else self.others
         try:
             ns = await self.lookups.namespace(request.namespace)
             mode, warnings = judge.mode(ns)
             problems = provider.class_problems(found, self.settings)
+            problems += [
+                f"secretObjects syncs into Secret {name[:253]}: Secret names starting with {CLASS_NAME_PREFIX} are"
+                " kvinject's (its generated classes sync them, and its checks take them to be), name it otherwise"
+                for name in reserved
+            ]
+            judged = await self._users_findings(request.namespace, found, users)
+            # A problem of the class itself is named once, not again for every pod reading through it.
+            problems += [f for f in judged if not any(f.endswith(f": {p}") for p in problems)]
             verdict = judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
             if not kvinjects and unjudged(judge.default, denial):
@@ -87,6 +106,64 @@ class Validator:
             review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
             "allowed",
             would_deny=verdict.would_deny,
+        )
+
+    async def _class_users(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The running pods of kvinject's that read through class `name` (webhook/rollout.py `classes_used`), among
+        those carrying the opt-in label: every pod kvinject injected does, and keeps it (`targets.record_changes`).
+        When the pods cannot be listed the class is denied: a change to it could not be told apart from one to a
+        class kvinject's pods mount."""
+        try:
+            pods = await self.cluster.opted_in_pods(namespace)
+        except ClusterError as exc:
+            raise Denial(
+                f"could not list the pods in namespace {namespace} to tell whether kvinject's pods read through"
+                f" SecretProviderClass {name}: {exc}",
+                503,
+                "cluster-pods",
+            ) from None
+        return [
+            p
+            for p in pods
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and name in rollout.classes_used(p)
+        ]
+
+    async def _users_findings(
+        self, namespace: str, found: SecretProviderClass, users: list[dict[str, Any]]
+    ) -> list[str]:
+        """The class as written, judged for every pod of kvinject's that reads through it, as at that pod's admission
+        (its ServiceAccount's identity and SecretAccessPolicies, the volume's attributes): the driver reads it again
+        at the next rotation. Pods alike (ServiceAccount, volume) are judged once."""
+        findings: list[str] = []
+        seen: set[tuple[str, str | None, tuple[tuple[str, str], ...], bool]] = set()
+        for pod in users:
+            pod_name = str((pod.get("metadata") or {}).get("name", ""))[:253]
+            volumes = [v for v in podrefs.csi_volumes(pod.get("spec") or {}) if v.provider_class == found.name]
+            sa_name, account = await self.lookups.account(namespace, pod)
+            readers = Readers(self, namespace, sa_name, account, pod)
+            for volume in volumes:
+                key = (sa_name, readers.role, tuple(sorted(volume.attributes.items())), volume.node_publish_secret)
+                if key in seen:
+                    continue
+                seen.add(key)
+                checked = await self._check_volume(readers, volume, {found.name: found})
+                findings += [
+                    f"pod {pod_name} (ServiceAccount {sa_name}) reads through this class: {f}" for _, f in checked
+                ]
+        return findings
+
+    async def _validate_update(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
+        """A pod changed after admission (labels and annotations are all that may change of its metadata): what
+        kvinject recorded on a pod it injected stays as it wrote it."""
+        old = request.raw.get("oldObject")
+        changes = targets.record_changes(old if isinstance(old, dict) else {}, pod)
+        if not changes:
+            return Outcome(review.allowed(request.uid), "skipped")
+        raise Denial(
+            f"kvinject's record of the injection cannot change after admission: {'; '.join(changes)}; kvinject chose"
+            " the pod's targets and secrets when it admitted it, from these values (recreate the pod to change them)",
+            403,
+            "record-changed",
         )
 
     async def _validate_ephemeral(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
@@ -104,14 +181,17 @@ class Validator:
         ]
         if not added:
             return Outcome(review.allowed(request.uid), "skipped")
+        taken = targets.ephemeral_problems(spec, added)
+        if taken:
+            # Denied whatever the enforcement: these are kvinject's own volumes and Secrets, never a policy question.
+            raise Denial("; ".join(taken), 403, "ephemeral-container")
         only_added = {"ephemeralContainers": added}
         mounted = {m.get("name") for c in added for m in c.get("volumeMounts") or [] if isinstance(m, dict)}
         volumes = [v for v in podrefs.csi_volumes(spec) if v.name in mounted]
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(only_added))
-        injected_mount = is_injected(pod) and bool(mounted & {VOLUME_NAME})
-        if not volumes and not synced and not injected_mount:
+        if not volumes and not synced:
             return Outcome(review.allowed(request.uid), "skipped")
-        return await self._judge(request, pod, volumes, synced, injected_mount, rollout.pod_is_kvinjects(pod))
+        return await self._judge(request, pod, volumes, synced, False, rollout.pod_is_kvinjects(pod))
 
     async def _synced(self, namespace: str, names: list[str]) -> dict[str, list[SecretProviderClass]]:
         """Referenced Secrets that some SecretProviderClass syncs from Key Vault (any name: hand-written classes

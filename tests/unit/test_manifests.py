@@ -33,6 +33,8 @@ def test_cluster_role_is_the_minimum() -> None:
         (("",), ("namespaces",), ()): ["get", "list", "watch"],
         (("secrets-store.csi.x-k8s.io",), ("secretproviderclasses",), ()): ["create", "get", "list", "watch"],
         (("kvinject.io",), ("secretaccesspolicies",), ()): ["get", "list", "watch"],
+        # The opted-in pods of a namespace whose SecretProviderClass is written (a label-selected list).
+        (("",), ("pods",), ()): ["list"],
         # Events about what it denied or would deny; patch only to count repeats of its own.
         (("",), ("events",), ()): ["create", "patch"],
         # Certificate mode self: the caBundle of its own webhook configurations, by name only.
@@ -48,10 +50,11 @@ def test_cluster_role_is_the_minimum() -> None:
         (("",), ("secrets",), ("kvinject-tls",)): ["get", "list", "update", "watch"],
         (("",), ("secrets",), ()): ["create"],
     }
-    # No pods, no wildcards, no delete anywhere.
+    # Pods are only listed (no get, no watch: never cached), no wildcards, no delete anywhere.
     verbs = [v for kind in ("ClusterRole", "Role") for vs in rules(kind).values() for v in vs]
     resources = [r for kind in ("ClusterRole", "Role") for key in rules(kind) for r in key[1]]
-    assert "*" not in verbs + resources and "delete" not in verbs and "pods" not in resources
+    assert "*" not in verbs + resources and "delete" not in verbs
+    assert [vs for kind in ("ClusterRole", "Role") for key, vs in rules(kind).items() if "pods" in key[1]] == [["list"]]
 
 
 def test_every_rule_is_justified_by_a_comment() -> None:
@@ -105,10 +108,14 @@ def test_webhook_configurations() -> None:
     assert (ours["name"], ours["failurePolicy"]) == ("validate.kvinject.io", "Fail")
     # Audit-first: what is not kvinject's fails open until the platform enforces (docs/rollout.md).
     assert (others["name"], others["failurePolicy"]) == ("validate-others.kvinject.io", "Ignore")
+    # Pod UPDATEs go to kvinject's entry only: its record on its own pods stays as admitted.
+    update = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods"]}
+    assert [r for r in ours["rules"] if r != {**update, "scope": "Namespaced"}] == others["rules"]
     for hook in (ours, others):
-        assert hook["sideEffects"] == "None" and hook["rules"] == ours["rules"]
+        assert hook["sideEffects"] == "None"
     # The two entries split one set: the second takes exactly what the first does not.
-    (kvinject_pod,) = ours["matchConditions"]
+    kvinject_pod, record = ours["matchConditions"]
+    assert record["name"] == "changes-kvinjects-record"  # of pod UPDATEs, only those changing kvinject's record
     not_kvinject, relevant = others["matchConditions"]
     assert " ".join(not_kvinject["expression"].split()) == f"!( {' '.join(kvinject_pod['expression'].split())} )"
     assert "k.startsWith('kvinject.io/')" in relevant["expression"]  # annotations without the label: warned

@@ -20,7 +20,7 @@ import orjson
 
 from webhook.cluster.base import KINDS, Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
-from webhook.names import CLASS_API_VERSION
+from webhook.names import CLASS_API_VERSION, INJECT_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,23 @@ class KubeCluster(Cluster):
         obj = await self._fetch("SecretProviderClass", path)
         return SecretProviderClass.from_object(obj) if obj else None
 
+    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+        # Read live when a SecretProviderClass is written (rare), rather than watching pods; only those carrying the
+        # opt-in label: kvinject reads no other pod.
+        return await asyncio.to_thread(self._opted_in_pods, namespace)
+
+    def _opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            path = f"/api/v1/namespaces/{namespace}/pods"
+            listed = self._pages(path, "Pod", [("labelSelector", INJECT_LABEL)])
+        except ClusterError:
+            raise
+        except Exception as exc:  # urllib3's connection errors
+            raise self._unreachable(exc) from None
+        if listed is None:
+            raise ClusterError(f"list pods in {namespace}: HTTP 404")
+        return listed[0]
+
     def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         if self._read_only:
@@ -268,12 +285,16 @@ class KubeCluster(Cluster):
         self._replace(resource, shadow)
         return version
 
-    def _pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], str] | None:
+    def _pages(
+        self, path: str, what: str, selector: list[tuple[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], str] | None:
         """Every item of a list path, page by page, and the list's resourceVersion; None on 404."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
-            query: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", token)] if token else [])
+            query: list[tuple[str, Any]] = [("limit", 500), *(selector or [])] + (
+                [("continue", token)] if token else []
+            )
             resp = self._request("GET", path, query, timeout=(self._timeout, 60))
             data = resp.data
             if resp.status == 404:
