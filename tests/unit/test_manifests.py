@@ -127,7 +127,7 @@ def test_webhook_configurations() -> None:
         "validate-classes-others.kvinject.io",
         "Ignore",
     ]
-    assert ours["matchConditions"][0] == others["matchConditions"][0]  # Azure classes only
+    assert ours["matchConditions"][0] == others["matchConditions"][0]  # classes of the stores kvinject serves
     assert others["matchConditions"][1]["expression"] == f"!({ours['matchConditions'][1]['expression']})"
 
 

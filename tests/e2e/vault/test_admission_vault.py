@@ -246,3 +246,21 @@ def test_live_vault_down_follows_the_fail_setting(live: Site, fail_open: bool) -
     else:
         assert result.returncode != 0
         assert f"could not verify access with Vault: {refused}" in result.stderr
+
+
+def test_a_vault_class_written_to_skip_tls_verification_is_refused(site: Site) -> None:
+    doc = hand_written_class(site, site.role)
+    doc["spec"]["parameters"]["vaultSkipTLSVerify"] = "true"
+    refused = site.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc), check=False)
+    assert refused.returncode != 0
+    assert 'admission webhook "validate-classes-others.kvinject.io" denied the request' in refused.stderr
+    assert "vaultSkipTLSVerify" in refused.stderr
+
+
+def test_a_vault_class_a_running_kvinject_pod_reads_cannot_be_turned_to_another_role(site: Site) -> None:
+    apply_docs(site.cp, [hand_written_class(site, site.role)])
+    create(site.cp, site.pod({K + "provider-class": "handmade"}))
+    changed = hand_written_class(site, "platform-admin")
+    refused = site.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(changed), check=False)
+    assert refused.returncode != 0, refused.stdout
+    assert "logs in as role 'platform-admin'" in refused.stderr
