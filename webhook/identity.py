@@ -39,6 +39,13 @@ class Identity:
     def binding_word(self) -> str:
         return _WORDS[self.store][3]
 
+    def foreign_to(self, store: str, class_name: str) -> list[str]:
+        """A problem if this identity is not `store`'s: the pipeline asks each provider with the identity it
+        resolved, so anything else is a bug to deny, never a class to leave unjudged."""
+        if self.store == store:
+            return []
+        return [f"SecretProviderClass {class_name} (provider: {store}) cannot be judged for a {self.store} identity"]
+
 
 def service_account_name(pod_spec: dict[str, object]) -> str:
     name = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount") or DEFAULT_SERVICE_ACCOUNT

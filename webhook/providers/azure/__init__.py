@@ -69,10 +69,8 @@ class AzureProvider:
         settings: Settings,
         attributes: Mapping[str, str] | None = None,
     ) -> tuple[list[ObjectRef], list[str]]:
-        if who.store != PROVIDER:
-            # The pipeline asks with the identity this provider resolved; anything else is not judged: deny.
-            problem = f"SecretProviderClass {found.name} (provider: azure) cannot be judged for a {who.store} identity"
-            return [], [problem]
+        if foreign := who.foreign_to(PROVIDER, found.name):
+            return [], foreign
         return classes.declared_objects(
             found, who.client_id, settings.allow_node_identity, settings.allow_pod_identity, attributes
         )

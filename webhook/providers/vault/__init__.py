@@ -81,10 +81,8 @@ class VaultProvider:
         settings: Settings,
         attributes: Mapping[str, str] | None = None,
     ) -> tuple[list[ObjectRef], list[str]]:
-        if who.store != STORE_VAULT:
-            # The pipeline asks with the identity this provider resolved; anything else is not judged: deny.
-            problem = f"SecretProviderClass {found.name} (provider: vault) cannot be judged for a {who.store} identity"
-            return [], [problem]
+        if foreign := who.foreign_to(STORE_VAULT, found.name):
+            return [], foreign
         return classes.declared_objects(found, who.client_id, who.tenant_id, server(settings), attributes)
 
     def class_problems(self, found: SecretProviderClass, settings: Settings) -> list[str]:
