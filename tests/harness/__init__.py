@@ -63,6 +63,7 @@ _EXPORTS = {
         "provider_classes",
         "rendered_manifests",
         "serve_as_shipped",
+        "serving_in_place_of",
         "service_account",
         "service_account_kubeconfig",
         "wait_for_admission",

@@ -75,6 +75,22 @@ def serve_as_shipped(cp: ControlPlane, workdir: Path, env: dict[str, str] | None
     return KvinjectServer(workdir / "kvinject", kubeconfig, env=env).start()
 
 
+@contextmanager
+def serving_in_place_of(
+    cp: ControlPlane, session: ServeProcess, workdir: Path, env: dict[str, str]
+) -> Iterator[KvinjectServer]:
+    """A kvinject serving as shipped with `env`, registered in place of the session's server, which gets the
+    webhooks back afterwards; its log must hold no traceback."""
+    server = serve_as_shipped(cp, workdir, env)
+    point_webhooks_at(cp, server)
+    try:
+        yield server
+    finally:
+        point_webhooks_at(cp, session)
+        server.stop()
+        assert "Traceback" not in server.logs()
+
+
 def webhook_configurations(docs: list[dict[str, Any]], url: str, ca_bundle: str) -> list[dict[str, Any]]:
     """Every shipped webhook configuration, pointed at a local URL; everything else as shipped."""
     configs = pick(docs, "MutatingWebhookConfiguration", "ValidatingWebhookConfiguration")
@@ -141,9 +157,7 @@ def access_policy(
     }
 
 
-def federated_namespace(
-    cp: ControlPlane, prefix: str, allow: dict[str, list[str]], client_id: str = CLIENT_ID
-) -> str:
+def federated_namespace(cp: ControlPlane, prefix: str, allow: dict[str, list[str]], client_id: str = CLIENT_ID) -> str:
     """A new namespace whose ServiceAccount `api` carries `client_id` (the test identity), granted `allow` by a
     policy."""
     ns = f"{prefix}-{uuid.uuid4().hex[:6]}"

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ControlPlane, KvinjectServer, point_webhooks_at, serve_as_shipped
+from tests.harness import ControlPlane, KvinjectServer, serving_in_place_of
 from tests.harness.cloud import AzureCloud
 
 VAULTS = ("payments-kv", "team-kv", "billing-kv")
@@ -34,11 +34,5 @@ def cloud_kvinject(
     node.set_hosts(azure_cloud.hosts)
     node.set_provider_env({"SSL_CERT_FILE": str(azure_cloud.ca_bundle)})
     env = {**azure_cloud.kvinject_env(node.images["fetch"]), "KVINJECT_LOG_LEVEL": "DEBUG"}
-    server = serve_as_shipped(control_plane, tmp_path_factory.mktemp("kvinject-cloud"), env)
-    point_webhooks_at(control_plane, server)
-    try:
+    with serving_in_place_of(control_plane, kvinject, tmp_path_factory.mktemp("kvinject-cloud"), env) as server:
         yield server
-    finally:
-        point_webhooks_at(control_plane, kvinject)
-        server.stop()
-        assert "Traceback" not in server.logs()

@@ -22,9 +22,8 @@ from tests.harness import (
     KvinjectServer,
     VaultMissing,
     apply_docs,
-    point_webhooks_at,
     require_vault,
-    serve_as_shipped,
+    serving_in_place_of,
     unavailable,
     wait_for,
 )
@@ -70,14 +69,8 @@ def vault_kvinject(
         "KVINJECT_HASHICORP_VAULT_CA_CONFIGMAP": CA_CONFIGMAP,
         "KVINJECT_LOG_LEVEL": "DEBUG",
     }
-    server = serve_as_shipped(control_plane, tmp_path_factory.mktemp("kvinject-vault"), env)
-    point_webhooks_at(control_plane, server)
-    try:
+    with serving_in_place_of(control_plane, kvinject, tmp_path_factory.mktemp("kvinject-vault"), env) as server:
         yield server
-    finally:
-        point_webhooks_at(control_plane, kvinject)
-        server.stop()
-        assert "Traceback" not in server.logs()
 
 
 @dataclass(frozen=True)
