@@ -24,7 +24,7 @@ from webhook.injection import (
     tampered,
 )
 from webhook.metrics import Metrics
-from webhook.names import INIT_CONTAINER, INIT_FIRST
+from webhook.names import INIT_CONTAINER, INIT_FIRST, REFRESH_CONTAINER
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class Mutator:
         self.lookups = Lookups(settings, cluster, self.provider)
         self.injection = Injection(settings, self.lookups)
         metrics = metrics or Metrics()
+        self.metrics = metrics
         self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
         self.verifier = self.provider.live_verifier(settings, cluster, metrics)
 
@@ -69,9 +70,15 @@ class Mutator:
             raise Denial("the AdmissionReview has no namespace", 400, "bad-request")
         ns = await self.lookups.namespace(namespace)
         try:
-            wanted = contract.parse_annotations(meta.get("annotations"), ns.default_vault if ns else None)
+            wanted = contract.parse_annotations(
+                meta.get("annotations"), ns.default_vault if ns else None, self.settings.refresh_min_seconds
+            )
         except contract.ContractError as exc:
             raise Denial(enumerate_problems("annotation", exc.problems), 400, "bad-annotation") from None
+        if wanted.refresh is not None:
+            unsupported = await self.lookups.refresh_problem()
+            if unsupported:
+                raise Denial(enumerate_problems("annotation", [unsupported]), 400, "refresh-unsupported")
         sa_name, account, who = await self.lookups.identity(namespace, pod)
 
         exp = await self.injection.expected(namespace, wanted, account, who)
@@ -104,6 +111,8 @@ class Mutator:
 
         if generated is not None:
             await self._ensure_generated(namespace, generated, request.dry_run)
+        if not request.dry_run and plan.adds_container(ops, REFRESH_CONTAINER):
+            self.metrics.refresh_injected.inc()
         log.debug(
             "admitted uid=%s namespace=%s %s mode=%s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,

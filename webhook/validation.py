@@ -27,7 +27,7 @@ from webhook.injection import (
 )
 from webhook.metrics import Metrics
 from webhook.model import Namespace, SecretProviderClass
-from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, VOLUME_NAME
+from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, REFRESH_CONTAINER, VOLUME_NAME
 from webhook.policy import Enforcement
 from webhook.settings import Settings
 
@@ -236,7 +236,8 @@ class Validator:
                     expected.refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id)
                 )
                 if not decision.allowed:
-                    findings.append((decision.reason.value, f"init container {INIT_CONTAINER}: {decision.message}"))
+                    readers = ", ".join(c for c in (INIT_CONTAINER, REFRESH_CONTAINER) if has_init_container(pod, c))
+                    findings.append((decision.reason.value, f"init container {readers}: {decision.message}"))
             if expected is not None and expected.generated is not None:
                 stored = await self.lookups.provider_class(namespace, expected.class_name, request.dry_run)
                 if stored is not None:
@@ -322,6 +323,11 @@ class Validator:
                 )
             )
         return findings
+
+
+def has_init_container(pod: dict[str, Any], name: str) -> bool:
+    inits = (pod.get("spec") or {}).get("initContainers") or []
+    return any(isinstance(c, dict) and c.get("name") == name for c in inits)
 
 
 def unjudged(mode: Enforcement, denial: Denial) -> bool:
