@@ -133,6 +133,7 @@ class _Vault:
     policies: dict[str, set[str]] = field(default_factory=dict)
     throttled: int = 0  # how many of the next non-admin requests get 429
     retry_after: int = 1
+    throttled_secret: str | None = None  # only requests for this secret count (None: every request)
     dns_suffix: str = ""  # addressed as https://<name>.<dns_suffix> (one server for all vaults)
 
     @property
@@ -228,11 +229,13 @@ class FakeKeyVault(Double):
         with self._lock:
             self._vaults[vault].policies.setdefault(client_id, set()).update(permissions)
 
-    def throttle(self, vault: str, count: int, retry_after: int = 1) -> None:
-        """Answer the next ``count`` requests of non-admin callers to ``vault`` with 429 and ``Retry-After``."""
+    def throttle(self, vault: str, count: int, retry_after: int = 1, secret: str | None = None) -> None:
+        """Answer the next ``count`` requests of non-admin callers to ``vault`` (for ``secret`` only, when given:
+        other tests' readers of the vault are not disturbed) with 429 and ``Retry-After``."""
         with self._lock:
             self._vaults[vault].throttled = count
             self._vaults[vault].retry_after = retry_after
+            self._vaults[vault].throttled_secret = secret
 
     def revoke(self, vault: str, client_id: str) -> None:
         with self._lock:
@@ -261,7 +264,7 @@ class FakeKeyVault(Double):
             principal, response = self._authenticate(request)
             if response is None:
                 assert principal is not None
-                response = self._throttled(vault, principal) or self._route(vault, principal, request)
+                response = self._throttled(vault, principal, request) or self._route(vault, principal, request)
             with self._lock:
                 self._records.append(
                     VaultRequestRecord(vault.name, request.method, request.path, response.status, principal)
@@ -270,9 +273,12 @@ class FakeKeyVault(Double):
 
         return app
 
-    def _throttled(self, vault: _Vault, principal: str) -> Response | None:
+    def _throttled(self, vault: _Vault, principal: str, request: Request) -> Response | None:
+        parts = request.path.strip("/").split("/")
         with self._lock:
             if principal == "admin" or vault.throttled <= 0:
+                return None
+            if vault.throttled_secret is not None and parts[1:2] != [vault.throttled_secret]:
                 return None
             vault.throttled -= 1
             seconds = vault.retry_after
