@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.fetch.test_fetch_unit import SECRET, FakeClock, make_config, spec
+from tests.fetch.test_fetch_unit import SECRET, FakeClock, env_for, make_config, spec
+from webhook.fetch import EXIT_CONFIG, write_all
 from webhook.fetch import refresh as sidecar
-from webhook.fetch import write_all
 from webhook.fetch.main import _parser
 from webhook.providers.reading import FailureKind, ObjectSpec, ReadError, Versioned
 
@@ -215,3 +215,19 @@ def test_refresh_flag_rejects(text: str, capsys: pytest.CaptureFixture[str]) -> 
     with pytest.raises(SystemExit):
         _parser().parse_args(["--refresh", text])
     assert "is not a duration" in capsys.readouterr().err
+
+
+def test_run_refresh_sets_up_as_kvinject_fetch_does(tmp_path: Path) -> None:
+    """The same environment, configuration errors and reader set-up as `kvinject fetch`, then the loop."""
+    env = env_for(tmp_path)
+    write_all(tmp_path / "out", [("db-password", b"initial")], None)
+    reader = VersionedFake({"db-password": [(b"rotated", "v2")]})
+    stderr = io.StringIO()
+    code = sidecar.run_refresh(env, 60, lambda _config: reader, stderr=stderr, rounds=1, wait=Waits())
+    assert code == 0
+    assert (tmp_path / "out" / "db-password").read_bytes() == b"rotated"
+    assert reader.calls == ["db-password"]
+
+    broken = sidecar.run_refresh({"KVINJECT_TERMINATION_LOG": str(tmp_path / "log")}, 60, lambda _c: reader)
+    assert broken == EXIT_CONFIG
+    assert (tmp_path / "log").read_text().startswith("configuration: KVINJECT_OBJECTS is not set")

@@ -21,6 +21,8 @@ from webhook.providers.reading import Reader
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 ReaderFactory = Callable[[FetchConfig], Reader]
+# What runs once the configuration and the reader are set up: `fetch`, or the refresh sidecar's loop.
+Action = Callable[[FetchConfig, Reader, TextIO, "Clock | None"], int]
 
 
 def _report_reads(outcomes: Sequence[ReadOutcome], stderr: TextIO) -> list[str]:
@@ -57,8 +59,10 @@ def run(
     *,
     stderr: TextIO | None = None,
     clock: Clock | None = None,
+    action: Action | None = None,
 ) -> int:
-    """`kvinject fetch` against an explicit environment and reader (tests pass their own)."""
+    """`kvinject fetch` against an explicit environment and reader (tests pass their own); `action`: what to do
+    with them (`fetch` by default; `--refresh` passes the sidecar's loop)."""
     err = stderr or sys.stderr
     provider = providers.default()
     try:
@@ -75,7 +79,7 @@ def run(
         log(err, line)
         return fail(config.termination_log, [line], err, EXIT_CONFIG)
     try:
-        return fetch(config, reader, err, clock)
+        return (action or fetch)(config, reader, err, clock)
     finally:
         with contextlib.suppress(Exception):
             reader.close()

@@ -13,25 +13,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import signal
-import sys
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TextIO
 
-from webhook import providers
-from webhook.fetch.config import ConfigError, FetchConfig, load_config, termination_log_path
+from webhook.fetch.config import FetchConfig
 from webhook.fetch.files import WriteError, remove_stale_temps, write_all
+from webhook.fetch.main import ReaderFactory, run
 from webhook.fetch.reading import Clock
-from webhook.fetch.report import fail, failure_reason, log, write_termination_log
+from webhook.fetch.report import failure_reason, log, write_termination_log
 from webhook.providers.reading import ObjectSpec, Reader, ReadError, VersionedReader, VersionProbe
 
-EXIT_OK, EXIT_CONFIG = 0, 2
+EXIT_OK = 0
 JITTER = 0.1  # each wait is the interval times 1 ± this, so the pods of one workload drift apart
 FIRST_RETRY = 5.0  # seconds before retrying a failed round; doubling up to the interval
 THROTTLE_FLOOR = 1.0  # a 429 without a usable Retry-After still waits this long
-
-ReaderFactory = Callable[[FetchConfig], Reader]
 
 
 @dataclass
@@ -226,24 +223,10 @@ def run_refresh(
     rounds: int | None = None,
     wait: Callable[[float], bool] | None = None,
 ) -> int:
-    """`kvinject fetch --refresh` against an explicit environment and reader (tests pass their own)."""
-    err = stderr or sys.stderr
-    provider = providers.default()
-    try:
-        config = load_config(env, provider)
-    except ConfigError as exc:
-        lines = [f"configuration: {problem}" for problem in exc.problems]
-        for line in lines:
-            log(err, line)
-        return fail(termination_log_path(env), lines, err, EXIT_CONFIG)
-    try:
-        reader = reader_factory(config) if reader_factory else provider.reader(config.access, config.timeout)
-    except ValueError as exc:
-        line = f"configuration: cannot set up the workload identity credential: {exc}"
-        log(err, line)
-        return fail(config.termination_log, [line], err, EXIT_CONFIG)
-    try:
+    """`kvinject fetch --refresh`: set up as `kvinject fetch` is (the same configuration, store and reader), then
+    loop instead of reading once."""
+
+    def loop(config: FetchConfig, reader: Reader, err: TextIO, clock: Clock | None) -> int:
         return refresh(config, reader, interval, err, clock, stop, rounds, wait)
-    finally:
-        with contextlib.suppress(Exception):
-            reader.close()
+
+    return run(env, reader_factory, stderr=stderr, clock=clock, action=loop)
