@@ -13,6 +13,7 @@ from typing import Any
 from webhook import podrefs, policy, providers, review, rollout
 from webhook.access import Denial, Judge
 from webhook.cluster import Cluster
+from webhook.contract import ObjectRef
 from webhook.identity import Identity
 from webhook.injection import (
     Injection,
@@ -26,9 +27,18 @@ from webhook.injection import (
     squatted,
 )
 from webhook.metrics import Metrics
-from webhook.model import Namespace, SecretProviderClass
-from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, REFRESH_CONTAINER, VOLUME_NAME
+from webhook.model import Namespace, SecretProviderClass, ServiceAccount
+from webhook.names import (
+    CLASS_NAME_PREFIX,
+    DEFAULT_STORE,
+    INIT_CONTAINER,
+    REFRESH_CONTAINER,
+    STORE,
+    VAULT_ROLE,
+    VOLUME_NAME,
+)
 from webhook.policy import Enforcement
+from webhook.providers import Provider
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +49,7 @@ class Validator:
         metrics = metrics or Metrics()
         self.settings = settings
         self.cluster = cluster
-        self.lookups = Lookups(settings, cluster, providers.default())
+        self.lookups = Lookups(settings, cluster)
         self.injection = Injection(settings, self.lookups)
         self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
         # What is not kvinject's (webhook/rollout.py) is judged under its own setting, audit by default.
@@ -132,9 +142,7 @@ class Validator:
 
     def _synced_findings(
         self,
-        namespace: str,
-        sa_name: str,
-        who: Identity,
+        readers: Readers,
         synced: dict[str, list[SecretProviderClass]],
         generated: dict[str, SecretProviderClass],
     ) -> list[tuple[str, str]]:
@@ -150,13 +158,19 @@ class Validator:
                     )
                 )
             for found in classes:
-                where = f"Secret {secret} holds Key Vault objects synced by SecretProviderClass {found.name}"
                 provider = providers.for_class(found.provider)
                 if provider is None:
                     continue  # a store kvinject does not judge: its objects are not this policy's
+                where = f"Secret {secret} holds {provider.objects_name} objects synced by SecretProviderClass"
+                where += f" {found.name}"
+                try:
+                    who = readers.of(provider)
+                except Denial as denial:
+                    findings.append(("identity", f"{where}: {denial.message}"))
+                    continue
                 refs, problems = provider.declared_objects(found, who, self.settings)
                 findings += [("synced-secret", f"{where}: {p}") for p in problems]
-                decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+                decision = readers.decide(refs, who)
                 if not decision.allowed:
                     findings.append(("synced-secret", f"{where}: {decision.message}"))
         return findings
@@ -213,31 +227,32 @@ class Validator:
     ) -> Outcome:
         namespace = request.namespace
         ns, mode, warnings = where
-        try:
-            sa_name, account, who = await self.lookups.identity(namespace, pod)
-        except Denial as denial:
-            if denial.reason != "identity":
-                raise
-            verdict = judge.findings("validate", mode, "identity", [denial.message], {})
-            return Outcome(
-                review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
-                "allowed",
-                would_deny=verdict.would_deny,
-            )
-
+        sa_name, account = await self.lookups.account(namespace, pod)
+        readers = Readers(self, namespace, sa_name, account, pod)
         findings: list[tuple[str, str]] = []
         generated: dict[str, SecretProviderClass] = {}
         if injected:
+            try:
+                # kvinject's own injection reads from the pod's store, as the pod's identity there.
+                who = readers.of(providers.get(readers.store))
+            except Denial as denial:
+                if denial.reason != "identity":
+                    raise
+                verdict = judge.findings("validate", mode, "identity", [denial.message], {})
+                return Outcome(
+                    review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+                    "allowed",
+                    would_deny=verdict.would_deny,
+                )
+            assert account is not None
             tamper, expected = await self.injection.check_injected(namespace, pod, account, who, ns)
             findings.extend(tamper)
             if not tamper and expected is not None and expected.init is not None:
                 # What kvinject-fetch will read, for the pod's current ServiceAccount.
-                decision = policy.decide(
-                    expected.refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id)
-                )
+                decision = readers.decide(expected.refs, who)
                 if not decision.allowed:
-                    readers = ", ".join(c for c in (INIT_CONTAINER, REFRESH_CONTAINER) if has_init_container(pod, c))
-                    findings.append((decision.reason.value, f"init container {readers}: {decision.message}"))
+                    ours = ", ".join(c for c in (INIT_CONTAINER, REFRESH_CONTAINER) if has_init_container(pod, c))
+                    findings.append((decision.reason.value, f"init container {ours}: {decision.message}"))
             if expected is not None and expected.generated is not None:
                 stored = await self.lookups.provider_class(namespace, expected.class_name, request.dry_run)
                 if stored is not None:
@@ -249,10 +264,13 @@ class Validator:
                     # Never created on a dry run: judge the class kvinject would create.
                     generated[expected.class_name] = SecretProviderClass.from_object(expected.generated)
         for volume in volumes:
-            findings.extend(await self._check_volume(namespace, sa_name, who, volume, generated))
-        findings += self._synced_findings(namespace, sa_name, who, synced, generated)
+            findings.extend(await self._check_volume(readers, volume, generated))
+        findings += self._synced_findings(readers, synced, generated)
+        if not injected and findings and all(reason == "identity" for reason, _ in findings):
+            # Nothing else to say: the ServiceAccount has no identity in the store its volumes read.
+            findings = [("identity", message) for message in dict.fromkeys(readers.unresolved)]
 
-        audit = {"service-account": f"{namespace}/{sa_name}", "client-id": who.client_id}
+        audit = {"service-account": f"{namespace}/{sa_name}", "client-id": readers.client_ids()}
         reason = findings[0][0] if findings else "allowed"
         verdict = judge.findings("validate", mode, reason, [f for _, f in findings], audit)
         log.debug(
@@ -269,13 +287,9 @@ class Validator:
         )
 
     async def _check_volume(
-        self,
-        namespace: str,
-        sa_name: str,
-        who: Identity,
-        volume: podrefs.CsiVolume,
-        generated: dict[str, SecretProviderClass],
+        self, readers: Readers, volume: podrefs.CsiVolume, generated: dict[str, SecretProviderClass]
     ) -> list[tuple[str, str]]:
+        namespace = readers.namespace
         findings = self._volume_fields(volume)
         if not volume.provider_class:
             return [*findings, ("provider-class", f"volume {volume.name} names no secretProviderClass")]
@@ -294,10 +308,15 @@ class Validator:
         provider = providers.for_class(found.provider)
         if provider is None:
             return findings  # a store kvinject does not judge: its objects are not this policy's
+        try:
+            # The class's provider reads as the pod's identity in that store, whatever the pod's own store.
+            who = readers.of(provider)
+        except Denial as denial:
+            return [*findings, ("identity", f"volume {volume.name}: {denial.message}")]
         # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
         refs, problems = provider.declared_objects(found, who, self.settings, volume.attributes)
         findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
-        decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+        decision = readers.decide(refs, who)
         if not decision.allowed:
             findings.append((decision.reason.value, f"volume {volume.name}: {decision.message}"))
         return findings
@@ -323,6 +342,49 @@ class Validator:
                 )
             )
         return findings
+
+
+class Readers:
+    """The identities one pod reads as, resolved once per store: its own store's for what kvinject injected,
+    each class's provider's for the volumes and synced Secrets it mounts."""
+
+    def __init__(
+        self, validator: Validator, namespace: str, name: str, account: ServiceAccount | None, pod: dict[str, Any]
+    ):
+        self.validator = validator
+        self.namespace = namespace
+        self.name = name
+        self.account = account
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        # Raw reads: a pod whose annotations do not parse is judged (tampering, or its volumes) all the same.
+        store = annotations.get(STORE) if isinstance(annotations, dict) else None
+        self.store = store if isinstance(store, str) and providers.for_class(store) is not None else DEFAULT_STORE
+        role = annotations.get(VAULT_ROLE) if isinstance(annotations, dict) else None
+        self.role = role if isinstance(role, str) else None
+        self._resolved: dict[str, Identity | Denial] = {}
+        self.unresolved: list[str] = []
+
+    def of(self, provider: Provider) -> Identity:
+        """The identity `provider` reads as for this pod; a Denial (reason identity) when it has none."""
+        if provider.name not in self._resolved:
+            lookups = self.validator.lookups
+            try:
+                self._resolved[provider.name] = lookups.resolve(
+                    provider, self.namespace, self.name, self.account, self.role
+                )
+            except Denial as denial:
+                self._resolved[provider.name] = denial
+                self.unresolved.append(denial.message)
+        found = self._resolved[provider.name]
+        if isinstance(found, Denial):
+            raise found
+        return found
+
+    def decide(self, refs: list[ObjectRef], who: Identity) -> policy.Decision:
+        return policy.decide(refs, self.namespace, self.name, who, self.validator.cluster.policies_for(who.client_id))
+
+    def client_ids(self) -> str:
+        return ",".join(w.client_id for w in self._resolved.values() if isinstance(w, Identity))
 
 
 def has_init_container(pod: dict[str, Any], name: str) -> bool:

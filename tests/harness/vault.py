@@ -302,3 +302,24 @@ __all__ = [
     "require_vault",
     "vault_binary",
 ]
+
+
+def access_policy(
+    name: str,
+    role: str,
+    accounts: Sequence[tuple[str, str]],
+    allow: Mapping[str, Sequence[str]],
+    mount: str = KUBERNETES_MOUNT,
+) -> dict[str, Any]:
+    """A SecretAccessPolicy for Vault role `role`: `accounts` mirror the role's bound ServiceAccounts, `allow`
+    maps path globs (`<mount>/<path>`) to key globs."""
+    return {
+        "apiVersion": "kvinject.io/v1alpha1",
+        "kind": "SecretAccessPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "identity": {"vault": {"authMount": mount, "role": role}},
+            "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
+            "allow": [{"path": p, "keys": list(k)} for p, k in allow.items()],
+        },
+    }

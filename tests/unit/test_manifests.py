@@ -195,7 +195,9 @@ def test_token_request_policy_is_in_the_live_verification_overlay_only() -> None
     (condition,) = policy["spec"]["matchConditions"]
     assert condition["expression"] == f"request.userInfo.username == '{KVINJECT_SA}'"
     expressions = " ".join(" ".join(v["expression"].split()) for v in policy["spec"]["validations"])
-    assert "object.spec.audiences == ['api://AzureADTokenExchange']" in expressions
+    assert (
+        "(object.spec.audiences == ['api://AzureADTokenExchange'] || object.spec.audiences == ['vault'])" in expressions
+    )
     assert "object.spec.expirationSeconds <= 600" in expressions
     assert "object.spec.boundObjectRef == null" in expressions
     assert "['kube-system', 'kube-public', 'kube-node-lease', 'kvinject']" in expressions
