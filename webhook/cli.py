@@ -129,6 +129,8 @@ _POLICY_SETTINGS = (
     "init_image",
     "init_volume_size",
     "init_ca_configmap",
+    "refresh_sidecars",
+    "refresh_min_seconds",
     "cloud_name",
     "cloud_env_file",
     "authority_host",

@@ -30,6 +30,7 @@ from webhook.names import (
     OBJECT_VERSION,
     PREFIX,
     PROVIDER_CLASS,
+    REFRESH,
     SECRET_PREFIX,
     STATUS,
     STATUS_INJECTED,
@@ -47,7 +48,7 @@ from webhook.names import (
 
 # Keys kvinject writes itself; a user may not set them but re-admission must accept them.
 OUTPUT_KEYS = frozenset({STATUS, INJECTED_CONTAINERS})
-SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST, STORE, VAULT_ROLE})
+SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST, STORE, VAULT_ROLE, REFRESH})
 
 # Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
 MAX_OBJECTS = 256
@@ -60,6 +61,11 @@ _ALIAS_RE = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._-]{0,54}[A-Za-z0-9])?$")
 _ENV_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DNS1123_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,251}[a-z0-9])?(?:\.[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?)*$")
 _CONTAINER_RE = re.compile(r"^[a-z0-9](?:[-a-z0-9]{0,61}[a-z0-9])?$")
+
+# kvinject.io/refresh: hours, minutes and seconds in that order, e.g. 90s, 5m, 1h30m (docs/rotation.md).
+_DURATION_RE = re.compile(r"^(?:(\d{1,5})h)?(?:(\d{1,5})m)?(?:(\d{1,6})s)?$")
+REFRESH_MIN = 60  # the default floor; a server setting may raise it (or a test lower it)
+REFRESH_MAX = 24 * 3600
 
 
 class Mode(StrEnum):
@@ -128,6 +134,7 @@ class InjectionRequest:
     warnings: tuple[str, ...] = field(default=())
     store: str = DEFAULT_STORE  # the provider every ref names (webhook.providers.get)
     role: str | None = None  # store vault: the pod's kvinject.io/vault-role, over its ServiceAccount's
+    refresh: int | None = None  # mode init: seconds between re-reads by the refresh sidecar; None: no sidecar
 
     @property
     def vaults(self) -> tuple[str, ...]:
@@ -254,6 +261,33 @@ def _parse_bool(key: str, value: str, problems: list[str]) -> bool:
     return True
 
 
+def parse_duration(text: str) -> int | None:
+    """Seconds in a duration such as `90s`, `5m` or `1h30m`; None when it is not one (or is zero)."""
+    match = _DURATION_RE.match(text.strip())
+    if match is None or not any(match.groups()):
+        return None
+    hours, minutes, seconds = (int(g) if g else 0 for g in match.groups())
+    return (hours * 60 + minutes) * 60 + seconds or None
+
+
+def format_duration(seconds: int) -> str:
+    """The shortest duration text for `seconds` that `parse_duration` reads back (`300` -> `5m`)."""
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    return "".join(f"{n}{unit}" for n, unit in ((hours, "h"), (minutes, "m"), (secs, "s")) if n) or "0s"
+
+
+def _parse_refresh(value: str, floor: int, problems: list[str]) -> int | None:
+    seconds = parse_duration(value)
+    if seconds is None or not floor <= seconds <= REFRESH_MAX:
+        problems.append(
+            f"{REFRESH}: {value[:64]!r} must be a duration from {format_duration(floor)} to"
+            f" {format_duration(REFRESH_MAX)}, written in hours, minutes and seconds (e.g. 5m, 1h, 1h30m)"
+        )
+        return None
+    return seconds
+
+
 def _parse_mount_path(value: str, problems: list[str]) -> str:
     normalized = posixpath.normpath(value) if value else ""
     if not value.startswith("/") or ".." in value.split("/") or normalized == "/" or ":" in value:
@@ -297,22 +331,26 @@ def _parse_recorded(annotations: Mapping[str, str], problems: list[str]) -> tupl
 def parse_annotations(
     annotations: Mapping[str, str] | None,
     namespace_default_vault: str | None = None,
+    refresh_floor: int = REFRESH_MIN,
 ) -> InjectionRequest:
-    """Parse a pod's kvinject annotations; raises ContractError listing every problem."""
+    """Parse a pod's kvinject annotations; raises ContractError listing every problem. `refresh_floor`: the
+    shortest kvinject.io/refresh allowed (the server's setting)."""
     # Replicas of one workload carry identical annotations: parse each distinct set once. Only small
     # sets are cached, so the cache's memory stays bounded whatever pods are sent.
     ours = tuple(sorted((k, v) for k, v in (annotations or {}).items() if k.startswith(PREFIX) and isinstance(v, str)))
     if sum(len(k) + len(v) for k, v in ours) > _CACHEABLE_CHARS:
-        return _parse(dict(ours), namespace_default_vault)
-    return _parse_cached(ours, namespace_default_vault)
+        return _parse(dict(ours), namespace_default_vault, refresh_floor)
+    return _parse_cached(ours, namespace_default_vault, refresh_floor)
 
 
 @lru_cache(maxsize=1024)
-def _parse_cached(items: tuple[tuple[str, str], ...], namespace_default_vault: str | None) -> InjectionRequest:
-    return _parse(dict(items), namespace_default_vault)
+def _parse_cached(
+    items: tuple[tuple[str, str], ...], namespace_default_vault: str | None, refresh_floor: int
+) -> InjectionRequest:
+    return _parse(dict(items), namespace_default_vault, refresh_floor)
 
 
-def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) -> InjectionRequest:
+def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None, refresh_floor: int) -> InjectionRequest:
     problems: list[str] = []
     secrets: dict[str, str] = {}
     envs: dict[str, str] = {}
@@ -331,7 +369,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         else:
             problems.append(
                 f"unknown annotation {key!r} (known: vault, secret-<alias>, env-<VAR>, mode,"
-                " containers, mount-path, provider-class, init-first, store, vault-role)"
+                " containers, mount-path, provider-class, init-first, store, vault-role, refresh)"
             )
 
     if len(secrets) > MAX_OBJECTS:
@@ -452,6 +490,19 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
             f"mode csi mounts one SecretProviderClass, which holds one vault, but this pod names"
             f" {len(vaults)} ({', '.join(vaults)}): set {MODE}: init to read several vaults"
         )
+    refresh = _parse_refresh(annotations[REFRESH], refresh_floor, problems) if REFRESH in annotations else None
+    if REFRESH in annotations and mode is Mode.CSI:
+        problems.append(
+            f"{REFRESH} works only in mode init: in mode csi the Secrets Store CSI driver re-reads the mounted"
+            " objects itself (its rotation, --enable-secret-rotation and --rotation-poll-interval), and"
+            " kvinject.io/restart-on-change rolls the workload when a version changes"
+        )
+        refresh = None
+    elif refresh is not None and objects and all(m.ref.version for m in objects):
+        problems.append(
+            f"{REFRESH}: every object is pinned to a version, so re-reading can never change a file:"
+            f" remove {REFRESH} or unpin an object"
+        )
     warnings: list[str] = []
     if mode is Mode.CSI and INIT_FIRST in annotations:
         warnings.append(f"{INIT_FIRST} is ignored in mode csi")
@@ -474,4 +525,5 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None) 
         warnings=tuple(warnings),
         store=store or DEFAULT_STORE,
         role=role if grammar.role_annotation else None,
+        refresh=refresh,
     )

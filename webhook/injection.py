@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 
 # A denial lists every problem at once, but bounded: kubectl prints it whole, and etcd stores it in events.
 MAX_MESSAGE = 8 * 1024
+# Native sidecar containers (restartPolicy: Always on an init container) are on by default from this version.
+NATIVE_SIDECARS = (1, 29)
 
 
 @dataclass
@@ -65,12 +67,13 @@ def is_injected(pod: dict[str, Any]) -> bool:
 
 
 def kvinject_parts(pod: dict[str, Any]) -> list[str]:
-    """kvinject's own init container and volumes, by name, wherever they appear in a pod."""
+    """kvinject's own init containers (kvinject-fetch, its refresh sidecar) and volumes, by name, wherever they
+    appear in a pod."""
     spec = pod.get("spec") or {}
     parts = [
         f"init container {c.get('name')}"
         for c in spec.get("initContainers") or []
-        if isinstance(c, dict) and c.get("name") == names.INIT_CONTAINER
+        if isinstance(c, dict) and c.get("name") in (names.INIT_CONTAINER, names.REFRESH_CONTAINER)
     ]
     reserved = (names.VOLUME_NAME, names.TOKEN_VOLUME)
     parts += [
@@ -193,6 +196,31 @@ class Lookups:
         assert account is not None  # every provider refuses a missing ServiceAccount
         return name, account, who
 
+    async def refresh_problem(self) -> str:
+        """Why the refresh sidecar cannot run on this cluster, or "" (native sidecars: Kubernetes 1.29+)."""
+        switch = self.settings.refresh_sidecars
+        if switch == "off":
+            return (
+                f"{names.REFRESH} is turned off on this cluster (kvinject's setting refresh_sidecars: off): remove it;"
+                " the files are then read once, when the pod starts"
+            )
+        if switch == "on":
+            return ""
+        try:
+            version = await self.cluster.server_version()
+        except ClusterError as exc:
+            raise Denial(
+                f"could not read the API server's version for {names.REFRESH}: {exc}", 503, "cluster"
+            ) from None
+        if version is None or version >= NATIVE_SIDECARS:
+            return ""
+        return (
+            f"{names.REFRESH} adds a native sidecar (an init container with restartPolicy: Always), which needs"
+            f" Kubernetes {NATIVE_SIDECARS[0]}.{NATIVE_SIDECARS[1]} or later, but the API server is"
+            f" {version[0]}.{version[1]}: remove {names.REFRESH} (the files are then read once, when the pod starts),"
+            " or use mode csi, where the Secrets Store CSI driver's rotation updates the files"
+        )
+
     async def provider_class(self, namespace: str, name: str, cache_only: bool = False) -> Any:
         """The stored class; `cache_only` for dry runs, which create nothing (the real request checks again)."""
         if cache_only:
@@ -289,7 +317,9 @@ class Injection:
             ], None
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         try:
-            wanted = contract.parse_annotations(annotations, ns.default_vault if ns else None)
+            wanted = contract.parse_annotations(
+                annotations, ns.default_vault if ns else None, self.settings.refresh_min_seconds
+            )
         except contract.ContractError as exc:
             return [("tampered", tampered(pod, [f"its kvinject annotations no longer parse: {exc}"]))], None
         selection = targets.select(pod, wanted)

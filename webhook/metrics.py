@@ -68,6 +68,11 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.refresh_injected = Counter(
+            "kvinject_refresh_sidecars_injected",
+            "Refresh sidecars (kvinject.io/refresh) added to pods, dry runs excluded",
+            registry=self.registry,
+        )
         self.provider_classes_created = Counter(
             "kvinject_secretproviderclasses_created",
             "SecretProviderClasses created",

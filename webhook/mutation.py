@@ -24,7 +24,7 @@ from webhook.injection import (
     tampered,
 )
 from webhook.metrics import Metrics
-from webhook.names import INIT_CONTAINER, INIT_FIRST
+from webhook.names import INIT_CONTAINER, INIT_FIRST, REFRESH_CONTAINER
 from webhook.providers import LiveVerifier, Provider
 from webhook.settings import Settings
 
@@ -75,9 +75,15 @@ class Mutator:
             raise Denial("the AdmissionReview has no namespace", 400, "bad-request")
         ns = await self.lookups.namespace(namespace)
         try:
-            wanted = contract.parse_annotations(meta.get("annotations"), ns.default_vault if ns else None)
+            wanted = contract.parse_annotations(
+                meta.get("annotations"), ns.default_vault if ns else None, self.settings.refresh_min_seconds
+            )
         except contract.ContractError as exc:
             raise Denial(enumerate_problems("annotation", exc.problems), 400, "bad-annotation") from None
+        if wanted.refresh is not None:
+            unsupported = await self.lookups.refresh_problem()
+            if unsupported:
+                raise Denial(enumerate_problems("annotation", [unsupported]), 400, "refresh-unsupported")
         provider = providers.get(wanted.store)
         sa_name, account, who = await self.lookups.identity(namespace, pod, provider, wanted.role)
 
@@ -111,6 +117,8 @@ class Mutator:
 
         if generated is not None:
             await self._ensure_generated(namespace, generated, request.dry_run)
+        if not request.dry_run and plan.adds_container(ops, REFRESH_CONTAINER):
+            self.metrics.refresh_injected.inc()
         log.debug(
             "admitted uid=%s namespace=%s %s mode=%s class=%s ops=%d dry_run=%s decision=%s",
             request.uid,

@@ -23,6 +23,7 @@ PROVIDER_CLASS = PREFIX + "provider-class"
 INIT_FIRST = PREFIX + "init-first"
 STORE = PREFIX + "store"  # which secret store every ref of the pod names (docs/vault-design.md)
 VAULT_ROLE = PREFIX + "vault-role"  # store vault: the Kubernetes-auth role, over the ServiceAccount's
+REFRESH = PREFIX + "refresh"  # mode init: re-read the objects at this interval in a native sidecar (docs/rotation.md)
 STATUS = PREFIX + "status"
 STATUS_INJECTED = "injected"
 # kvinject's record of the containers it injected into when it first injected the pod (names, comma-separated):
@@ -65,6 +66,10 @@ KV2_API_SEGMENTS = ("data", "metadata")
 VOLUME_NAME = "kvinject-secrets"
 INIT_CONTAINER = "kvinject-fetch"
 INIT_COMMAND = ("kvinject", "fetch")
+# The refresh sidecar (kvinject.io/refresh): a native sidecar, i.e. an init container with restartPolicy Always,
+# running `kvinject fetch --refresh <seconds>s` right after kvinject-fetch.
+REFRESH_CONTAINER = "kvinject-refresh"
+REFRESH_FLAG = "--refresh"
 # The published images, tagged with webhook.__version__: the server, and the init container's (docs/images.md).
 IMAGE_REPOSITORY = "ghcr.io/kvinject/kvinject"
 FETCH_IMAGE_REPOSITORY = "ghcr.io/kvinject/kvinject-fetch"

@@ -27,6 +27,9 @@ from webhook.names import (
     INJECTED_CONTAINERS,
     MOUNT_PATH,
     OUTPUT_DIR,
+    REFRESH,
+    REFRESH_CONTAINER,
+    REFRESH_FLAG,
     STATUS,
     STATUS_INJECTED,
     TOKEN_FILE,
@@ -279,6 +282,34 @@ def init_container(pod: dict[str, Any], request: contract.InjectionRequest, spec
     }
 
 
+# The sidecar runs for the pod's whole life, so its requests count all along: smaller than kvinject-fetch's.
+REFRESH_RESOURCES = {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"cpu": "200m", "memory": "128Mi"}}
+
+
+def refresh_container(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec) -> dict[str, Any]:
+    """The refresh sidecar: kvinject-fetch's image, environment and volumes, re-reading every `request.refresh`
+    seconds; `restartPolicy: Always` makes it a native sidecar, started once kvinject-fetch has finished."""
+    assert request.refresh is not None
+    container = init_container(pod, request, spec)
+    return {
+        **container,
+        "name": REFRESH_CONTAINER,
+        "command": [*INIT_COMMAND, REFRESH_FLAG, f"{request.refresh}s"],
+        "restartPolicy": "Always",
+        "resources": REFRESH_RESOURCES,
+    }
+
+
+def adds_container(ops: Sequence[dict[str, Any]], name: str) -> bool:
+    """Whether `ops` add a container named `name` (alone, or in a list created with it)."""
+    for op in ops:
+        value = op.get("value")
+        values = value if isinstance(value, list) else [value]
+        if op.get("op") == "add" and any(isinstance(v, dict) and v.get("name") == name for v in values):
+            return True
+    return False
+
+
 # Fields the apiserver defaults on a container and that change nothing kvinject-fetch reads or does.
 _DEFAULTED = frozenset({"terminationMessagePath"})
 
@@ -364,21 +395,16 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
             patch.insert(pod_spec, "/spec", "initContainers", 0, container)
         else:
             patch.append(pod_spec, "/spec", "initContainers", container)
-    elif existing.get("command") != list(INIT_COMMAND):
-        patch.problems.append(
-            f"the pod already has an init container named {INIT_CONTAINER!r} that kvinject did not add"
-        )
     else:
-        differences = init_differences(existing, container)
-        if differences:
-            patch.problems.append(
-                f"the pod already has an init container named {INIT_CONTAINER!r} that is not the one kvinject"
-                f" injects (differs in {', '.join(differences[:12])})"
-            )
+        _judge_existing(patch, existing, container, INIT_CONTAINER)
+    # Where ours are inserted among the pod's init containers (indexes before the insertions).
+    inserted = [0] if existing is None and request.init_first else []
+    inserted += _add_refresh(patch, pod, request, spec, existing)
     for target in injectable(selection):
-        if target.path.startswith("/spec/initContainers/") and existing is None and request.init_first:
-            # Inserting ours first shifts every existing init container by one.
-            index = int(target.path.rsplit("/", 1)[1]) + 1
+        if target.path.startswith("/spec/initContainers/") and inserted:
+            # Inserting ours shifts every existing init container behind them.
+            index = int(target.path.rsplit("/", 1)[1])
+            index += sum(1 for at in inserted if at <= index)
             target = Target(f"/spec/initContainers/{index}", target.container)
         add_mount(patch, target, VOLUME_NAME, request.mount_path)
     patch.problems.extend(targets.strays(selection, []))
@@ -386,3 +412,59 @@ def init(pod: dict[str, Any], request: contract.InjectionRequest, spec: InitSpec
     if patch.problems:
         raise PlanError(patch.problems)
     return patch.ops
+
+
+def _judge_existing(patch: Patch, existing: dict[str, Any], expected: dict[str, Any], name: str) -> None:
+    """An init container of kvinject's name must be exactly the one kvinject injects."""
+    command = existing.get("command")
+    if not isinstance(command, list) or command[: len(INIT_COMMAND)] != list(INIT_COMMAND):
+        patch.problems.append(f"the pod already has an init container named {name!r} that kvinject did not add")
+        return
+    differences = init_differences(existing, expected)
+    if differences:
+        patch.problems.append(
+            f"the pod already has an init container named {name!r} that is not the one kvinject"
+            f" injects (differs in {', '.join(differences[:12])})"
+        )
+
+
+def _add_refresh(
+    patch: Patch,
+    pod: dict[str, Any],
+    request: contract.InjectionRequest,
+    spec: InitSpec,
+    fetch: dict[str, Any] | None,
+) -> list[int]:
+    """The refresh sidecar right after kvinject-fetch (so startup still waits for the first fetch), or the problem
+    with one already there; returns where it is inserted among the pod's init containers ([] when appended)."""
+    pod_spec = pod.get("spec") or {}
+    inits = pod_spec.get("initContainers") or []
+    index = next((i for i, c in enumerate(inits) if isinstance(c, dict) and c.get("name") == REFRESH_CONTAINER), None)
+    if request.refresh is None:
+        if index is not None:
+            patch.problems.append(
+                f"the pod has an init container named {REFRESH_CONTAINER!r}, which kvinject adds only with"
+                f" {REFRESH}: rename it, or set {REFRESH}"
+            )
+        return []
+    sidecar = refresh_container(pod, request, spec)
+    if index is not None:
+        _judge_existing(patch, inits[index], sidecar, REFRESH_CONTAINER)
+        fetch_index = next((i for i, c in enumerate(inits) if c is fetch), None)
+        if fetch_index is not None and index < fetch_index:
+            patch.problems.append(
+                f"init container {REFRESH_CONTAINER!r} runs before {INIT_CONTAINER!r}: kvinject places it right after"
+            )
+        return []
+    if fetch is None:  # both are added now: the sidecar follows kvinject-fetch wherever that goes
+        if request.init_first:
+            patch.insert(pod_spec, "/spec", "initContainers", 1, sidecar)
+            return [0]
+        patch.append(pod_spec, "/spec", "initContainers", sidecar)
+        return []
+    after = next(i for i, c in enumerate(inits) if c is fetch) + 1
+    if after == len(inits):
+        patch.append(pod_spec, "/spec", "initContainers", sidecar)
+        return []
+    patch.ops.append({"op": "add", "path": f"/spec/initContainers/{after}", "value": sidecar})
+    return [after]

@@ -20,6 +20,7 @@ from webhook.names import (
     MANAGED_BY,
     PREFIX,
     PROVIDER_CLASS,
+    REFRESH_CONTAINER,
     STATUS,
     TOKEN_VOLUME,
     VOLUME_NAME,
@@ -37,7 +38,7 @@ def _mapping(meta: dict[str, Any], key: str) -> dict[str, Any]:
 
 
 def pod_is_kvinjects(pod: dict[str, Any]) -> bool:
-    """The opt-in label key (any value), kvinject's status annotation, its init container or volumes, a class
+    """The opt-in label key (any value), kvinject's status annotation, its init containers or volumes, a class
     or synced Secret of a kvinject-* name: a pod kvinject must judge with its full enforcement."""
     meta = _meta(pod)
     if INJECT_LABEL in _mapping(meta, "labels") or STATUS in _mapping(meta, "annotations"):
@@ -45,7 +46,8 @@ def pod_is_kvinjects(pod: dict[str, Any]) -> bool:
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return False
-    if any(isinstance(c, dict) and c.get("name") == INIT_CONTAINER for c in spec.get("initContainers") or []):
+    ours = (INIT_CONTAINER, REFRESH_CONTAINER)
+    if any(isinstance(c, dict) and c.get("name") in ours for c in spec.get("initContainers") or []):
         return True
     if any(isinstance(v, dict) and v.get("name") in (VOLUME_NAME, TOKEN_VOLUME) for v in spec.get("volumes") or []):
         return True

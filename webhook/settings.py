@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     # A ConfigMap (key ca.crt, in the pod's namespace) of CAs kvinject-fetch trusts for Entra ID and Key Vault,
     # for clouds behind a private CA (Azure Stack Hub); empty: the image's public roots.
     init_ca_configmap: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")
+    # kvinject.io/refresh (mode init, docs/rotation.md): the refresh sidecar is a native sidecar, which needs
+    # Kubernetes 1.29 or later. auto: allowed when the API server's /version says so; on: always allowed (the
+    # cluster and its nodes are known to be 1.29+); off: the annotation is denied.
+    refresh_sidecars: Literal["auto", "on", "off"] = "auto"
+    # The shortest kvinject.io/refresh interval a pod may ask for: every pod reads each of its objects once per
+    # interval, against Key Vault's per-vault throttling limits.
+    refresh_min_seconds: int = Field(default=60, ge=1, le=86400)
     # Vault URLs other than https://<vault>.<vault_dns_suffix> (private endpoints, tests), as JSON.
     vault_urls: dict[str, str] = Field(default_factory=dict)
 

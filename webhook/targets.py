@@ -30,6 +30,7 @@ from webhook.names import (
     INJECT_LABEL,
     INJECTED_CONTAINERS,
     PREFIX,
+    REFRESH_CONTAINER,
     STATUS,
     STATUS_INJECTED,
     TOKEN_VOLUME,
@@ -71,9 +72,17 @@ def _containers(pod: dict[str, Any], request: contract.InjectionRequest) -> tupl
     spec = pod.get("spec") or {}
     apps = [Target(f"/spec/containers/{i}", c) for i, c in enumerate(spec.get("containers") or [])]
     inits = [Target(f"/spec/initContainers/{i}", c) for i, c in enumerate(spec.get("initContainers") or [])]
-    if request.mode is contract.Mode.INIT:  # kvinject's own init container is never a target
-        inits = [t for t in inits if t.name != INIT_CONTAINER]
+    ours = own_containers(request)
+    inits = [t for t in inits if t.name not in ours]  # kvinject's own init containers are never targets
     return apps, inits
+
+
+def own_containers(request: contract.InjectionRequest) -> frozenset[str]:
+    """kvinject's own init containers for `request`: kvinject-fetch in mode init, and its refresh sidecar when asked
+    for (a kvinject-refresh without kvinject.io/refresh is someone else's, judged like any container)."""
+    if request.mode is not contract.Mode.INIT:
+        return frozenset()
+    return frozenset({INIT_CONTAINER, REFRESH_CONTAINER} if request.refresh is not None else {INIT_CONTAINER})
 
 
 def select(pod: dict[str, Any], request: contract.InjectionRequest) -> Selection:
@@ -82,7 +91,7 @@ def select(pod: dict[str, Any], request: contract.InjectionRequest) -> Selection
     apps, inits = _containers(pod, request)
     everyone = inits + apps
     names = {t.name for t in everyone}
-    named = [n for n in request.containers or () if not (request.mode is contract.Mode.INIT and n == INIT_CONTAINER)]
+    named = [n for n in request.containers or () if n not in own_containers(request)]
     present = {n for n in named if n in names}
     pending = tuple(n for n in named if n not in names)
     annotations = (pod.get("metadata") or {}).get("annotations") or {}

@@ -28,7 +28,14 @@ from webhook.injection import (
 )
 from webhook.metrics import Metrics
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
-from webhook.names import CLASS_NAME_PREFIX, DEFAULT_STORE, INIT_CONTAINER, STORE, VAULT_ROLE
+from webhook.names import (
+    CLASS_NAME_PREFIX,
+    DEFAULT_STORE,
+    INIT_CONTAINER,
+    REFRESH_CONTAINER,
+    STORE,
+    VAULT_ROLE,
+)
 from webhook.policy import Enforcement
 from webhook.providers import Provider
 from webhook.settings import Settings
@@ -323,7 +330,8 @@ class Validator:
                 # What kvinject-fetch will read, for the pod's current ServiceAccount.
                 decision = readers.decide(expected.refs, who)
                 if not decision.allowed:
-                    findings.append((decision.reason.value, f"init container {INIT_CONTAINER}: {decision.message}"))
+                    ours = ", ".join(c for c in (INIT_CONTAINER, REFRESH_CONTAINER) if has_init_container(pod, c))
+                    findings.append((decision.reason.value, f"init container {ours}: {decision.message}"))
             if expected is not None and expected.generated is not None:
                 stored = await self.lookups.provider_class(namespace, expected.class_name, request.dry_run)
                 if stored is not None:
@@ -456,6 +464,11 @@ class Readers:
 
     def client_ids(self) -> str:
         return ",".join(w.client_id for w in self._resolved.values() if isinstance(w, Identity))
+
+
+def has_init_container(pod: dict[str, Any], name: str) -> bool:
+    inits = (pod.get("spec") or {}).get("initContainers") or []
+    return any(isinstance(c, dict) and c.get("name") == name for c in inits)
 
 
 def unjudged(mode: Enforcement, denial: Denial) -> bool:

@@ -1,5 +1,5 @@
-"""`kvinject fetch` as a real subprocess against the Entra and Key Vault doubles (TLS verified through
-REQUESTS_CA_BUNDLE), authenticating with service-account tokens minted by the real kube-apiserver."""
+"""`kvinject fetch` (and its refresh sidecar) as a real subprocess against the Entra and Key Vault doubles (TLS
+verified through REQUESTS_CA_BUNDLE), authenticating with service-account tokens minted by the real kube-apiserver."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import functools
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -26,6 +27,7 @@ from tests.harness import CLIENT_ID, ROOT, TENANT_ID, ControlPlane, bundle, free
 from tests.harness.doubles.entra import TOKEN_EXCHANGE_AUDIENCE, FakeEntra, FederatedCredential
 from tests.harness.doubles.https import Request, Response
 from tests.harness.doubles.keyvault import KEY_VAULT_RESOURCE, FakeKeyVault, _Vault
+from tests.harness.waiting import wait_for
 from webhook import certs
 
 pytestmark = pytest.mark.e2e  # the Azure doubles and a real apiserver's tokens
@@ -502,3 +504,99 @@ def test_unreachable_token_endpoint(fetch: Fetcher, kv: ScriptedKeyVault, token_
         "db-password (payments-kv/db-password): token exchange failed: Microsoft Entra ID unreachable: "
         "ServiceRequestError (connection refused) after 2 attempts\n"
     )
+
+
+# --------------------------------------------------------------------------------------
+# The refresh sidecar: `kvinject fetch --refresh` (kvinject.io/refresh)
+# --------------------------------------------------------------------------------------
+
+RETRY_AFTER = 3
+VALUES = ("first-value-\u00e9", "second-value", "third-value")  # never to be printed
+
+
+class Sidecar:
+    """`kvinject fetch --refresh` (the refresh sidecar) over a directory the init container filled."""
+
+    def __init__(self, fetch: Fetcher, objects: list[dict[str, str]], token: Path, out: Path) -> None:
+        self.out = out
+        self.env = fetch.env(objects, token, out)
+        self.log = out.parent / "sidecar.log"
+        with self.log.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "webhook.fetch", "--refresh", "2s"],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def alive(self) -> None:
+        if self.process.poll() is not None:
+            raise AssertionError(f"the sidecar exited with {self.process.returncode}:\n{self.log.read_text()}")
+
+    def wait_for_content(self, alias: str, content: bytes) -> None:
+        wait_for(
+            lambda: (self.out / alias).read_bytes() == content,
+            f"{alias} to be swapped",
+            alive=self.alive,
+            context=lambda: self.log.read_text()[-2000:],
+        )
+
+    def stop(self) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=60)
+
+
+@pytest.fixture
+def sidecars() -> Iterator[list[Sidecar]]:
+    running: list[Sidecar] = []
+    yield running
+    for sidecar in running:
+        if sidecar.process.poll() is None:
+            sidecar.process.kill()
+            sidecar.process.wait()
+
+
+def test_new_versions_are_swapped_in_and_throttling_is_honoured(
+    fetch: Fetcher, kv: ScriptedKeyVault, token_file: Path, sidecars: list[Sidecar]
+) -> None:
+    kv.seed(PAYMENTS, {"db-password": VALUES[0]})
+    pinned = kv.seed(SHARED, {"legacy": "pinned-value"})["legacy"]
+    kv.grant(PAYMENTS, CLIENT_ID, "get")
+    kv.grant(SHARED, CLIENT_ID, "get")
+    objects = [obj("db-password", PAYMENTS, "db-password"), obj("legacy", SHARED, "legacy", version=pinned)]
+    first = fetch(objects, token_file)  # kvinject-fetch, before the sidecar starts
+    assert first.code == 0, first.stderr
+
+    sidecar = Sidecar(fetch, objects, token_file, first.out)
+    sidecars.append(sidecar)
+    before = os.stat(first.out / "db-password").st_ino
+    kv.seed(PAYMENTS, {"db-password": VALUES[1]})
+    sidecar.wait_for_content("db-password", VALUES[1].encode())
+    assert os.stat(first.out / "db-password").st_ino != before  # renamed into place, not rewritten
+
+    kv.throttle(PAYMENTS, 2, retry_after=RETRY_AFTER)
+    kv.seed(PAYMENTS, {"db-password": VALUES[2]})
+    sidecar.wait_for_content("db-password", VALUES[2].encode())
+    assert sidecar.stop() == 0
+
+    reads = [r for r in kv.records if r.principal == CLIENT_ID and r.path.rstrip("/") == "/secrets/db-password"]
+    statuses = [r.status for r in reads]
+    assert statuses.count(429) == 2, statuses
+    first_429 = statuses.index(429)
+    # Each request after a 429 came at least Retry-After later (a lower bound: a slow machine only adds to it).
+    after = reads[first_429 + 1 : first_429 + 3]
+    for throttled, following in zip(reads[first_429 : first_429 + 2], after, strict=True):
+        assert throttled.status == 429
+        assert following.at - throttled.at >= RETRY_AFTER - 0.05
+    assert reads[first_429 + 2].status == 200
+    # The pinned object was read once, by kvinject-fetch.
+    assert [r.status for r in kv.records if r.principal == CLIENT_ID and r.vault == SHARED] == [200]
+    assert (first.out / "legacy").read_bytes() == b"pinned-value"
+
+    termination = Path(sidecar.env["KVINJECT_TERMINATION_LOG"]).read_text()
+    assert "2 file update(s)" in termination and "2 throttled" in termination, termination
+    output = sidecar.log.read_text() + termination
+    assert "waits at least 3s (Retry-After)" in output
+    assert not any(value in output for value in VALUES)
+    assert sorted(p.name for p in first.out.iterdir()) == ["db-password", "legacy"]  # no temp file left

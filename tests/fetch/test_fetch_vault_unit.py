@@ -634,3 +634,26 @@ def test_the_vault_provider_builds_the_stdlib_reader(vault_env: dict[str, str]) 
     built = providers.get("vault").reader(access, 30)
     assert isinstance(built, VaultReader)
     built.close()  # never logged in: nothing to revoke, nothing sent
+
+
+def test_a_new_round_reads_every_path_again_under_a_new_login(token_file: Path) -> None:
+    # The refresh sidecar: between rounds no Vault token is held and no answer remembered, so a changed secret
+    # is read, a rotated ServiceAccount token is used, and a refusal fixed since is tried again.
+    changed = Answer(200, kv2({"password": "rotated-7f3a"}))
+    vault = vault_with(payments__db=[DB, changed])
+    vault.answers[LOGIN] = [Answer(403, errors("permission denied")), LOGIN_OK]
+    r = reader(token_file, vault)
+    assert read_error(lambda: r.read(obj("a"), 10)).kind is FailureKind.TOKEN
+    r.new_round()
+    token_file.write_text("rotated-jwt\n")
+    assert r.read(obj("a"), 10) == SECRET.encode()
+    r.new_round()
+    assert r.read(obj("a"), 10) == b"rotated-7f3a"
+    r.close()
+    get = ("GET", "secret/data/payments/db")
+    assert vault.paths() == [LOGIN, LOGIN, get, REVOKE, LOGIN, get, REVOKE]
+    assert [c.payload["jwt"] for c in vault.calls if (c.method, c.path) == LOGIN and c.payload] == [
+        JWT,
+        "rotated-jwt",
+        "rotated-jwt",
+    ]

@@ -158,7 +158,7 @@ def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check:
             {K + "secret-a": "kv-one/a", K + "secrets-b": "x"},
             [
                 "unknown annotation 'kvinject.io/secrets-b' (known: vault, secret-<alias>, env-<VAR>, mode,"
-                " containers, mount-path, provider-class, init-first, store, vault-role)"
+                " containers, mount-path, provider-class, init-first, store, vault-role, refresh)"
             ],
         ),
         (

@@ -39,6 +39,11 @@ KVINJECTS = [
     ("opt-in-label-any-value", pod({K + "inject": "yes"}), True),
     ("status-annotation", pod(annotations={K + "status": "injected"}), True),
     ("init-container", pod(initContainers=[{"name": "kvinject-fetch", "image": "x"}]), True),
+    (
+        "refresh-sidecar",
+        pod(initContainers=[{"name": "kvinject-refresh", "image": "x", "restartPolicy": "Always"}]),
+        True,
+    ),
     ("secrets-volume", pod(volumes=[{"name": "kvinject-secrets", "emptyDir": {}}]), True),
     ("token-volume", pod(volumes=[{"name": "kvinject-azure-token", "projected": {"sources": []}}]), True),
     ("generated-class", pod(volumes=[csi("kvinject-api-0123")]), True),

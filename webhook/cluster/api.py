@@ -58,6 +58,7 @@ class KubeCluster(Cluster):
         self._synced = {r.kind: threading.Event() for r in resources}
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
+        self._version: tuple[int, int] | None = None
 
     @classmethod
     def from_config(cls, kubeconfig: str | None, read_only: bool = False) -> KubeCluster:
@@ -134,6 +135,14 @@ class KubeCluster(Cluster):
             obj["kind"] = kind
             self.apply("ADDED", obj)
         return obj
+
+    async def server_version(self) -> tuple[int, int] | None:
+        """GET /version once (it changes only with an upgrade, which restarts nothing here: a rare stale answer
+        errs towards the older version, which denies rather than injecting what cannot run)."""
+        if self._version is None:
+            info = await asyncio.to_thread(self._get, "/version")
+            self._version = parse_version(info or {})
+        return self._version
 
     async def _fetch_namespace(self, name: str) -> Namespace | None:
         obj = await self._fetch("Namespace", f"/api/v1/namespaces/{name}")
@@ -340,6 +349,14 @@ class KubeCluster(Cluster):
                         return
             finally:
                 resp.release_conn()
+
+
+def parse_version(info: dict[str, Any]) -> tuple[int, int]:
+    """(major, minor) from /version's strings; providers append to them (`"35+"` on EKS and GKE)."""
+    try:
+        return int(str(info.get("major", "")).rstrip("+")), int(str(info.get("minor", "")).rstrip("+"))
+    except ValueError:
+        raise ClusterError(f"the API server's /version is not readable: {str(info)[:200]}") from None
 
 
 def api_client(kubeconfig: str | None) -> Any:

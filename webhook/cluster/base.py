@@ -140,6 +140,10 @@ class Cluster(ABC):
     async def _create(self, obj: dict[str, Any]) -> bool:
         """Create `obj`; False if an object of that name already exists."""
 
+    async def server_version(self) -> tuple[int, int] | None:
+        """The API server's (major, minor) version; None when the source cannot tell (a file)."""
+        return None
+
     async def request_token(self, namespace: str, name: str, audience: str, seconds: int) -> str:
         """A short-lived token for a ServiceAccount (TokenRequest); never logged or stored."""
         raise ClusterError("minting ServiceAccount tokens needs the Kubernetes API (not a --cluster file)")

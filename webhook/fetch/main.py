@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
 from webhook import names, providers
+from webhook.contract import parse_duration
 from webhook.fetch.config import ENVIRONMENT, STORES, ConfigError, FetchConfig, load_config, termination_log_path
 from webhook.fetch.files import WriteError, remove_stale_temps, write_all
 from webhook.fetch.reading import Clock, ReadOutcome, fetch_all
@@ -20,6 +21,8 @@ from webhook.providers.reading import Reader
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG = 0, 1, 2
 
 ReaderFactory = Callable[[FetchConfig], Reader]
+# What runs once the configuration and the reader are set up: `fetch`, or the refresh sidecar's loop.
+Action = Callable[[FetchConfig, Reader, TextIO, "Clock | None"], int]
 
 
 def _report_reads(outcomes: Sequence[ReadOutcome], stderr: TextIO) -> list[str]:
@@ -56,8 +59,10 @@ def run(
     *,
     stderr: TextIO | None = None,
     clock: Clock | None = None,
+    action: Action | None = None,
 ) -> int:
-    """`kvinject fetch` against an explicit environment and reader (tests pass their own)."""
+    """`kvinject fetch` against an explicit environment and reader (tests pass their own); `action`: what to do
+    with them (`fetch` by default; `--refresh` passes the sidecar's loop)."""
     err = stderr or sys.stderr
     try:
         config = load_config(env)
@@ -74,7 +79,7 @@ def run(
         log(err, line)
         return fail(config.termination_log, [line], err, EXIT_CONFIG)
     try:
-        return fetch(config, reader, err, clock)
+        return (action or fetch)(config, reader, err, clock)
     finally:
         with contextlib.suppress(Exception):
             reader.close()
@@ -98,20 +103,39 @@ def epilog() -> str:
     )
 
 
+def _interval(text: str) -> int:
+    seconds = parse_duration(text)
+    if seconds is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 90s, 5m or 1h")
+    return seconds
+
+
 def _parser() -> argparse.ArgumentParser:
     """`kvinject fetch`'s own parser: the console script reaches it without webhook.cli (the kvinject-fetch image
     has none of the server's packages); webhook.cli's `fetch` subcommand shows the same help."""
-    return argparse.ArgumentParser(
+    parser = argparse.ArgumentParser(
         prog="kvinject fetch",
         description=DESCRIPTION,
         epilog=epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    parser.add_argument(
+        "--refresh",
+        type=_interval,
+        metavar="DURATION",
+        help="the refresh sidecar (kvinject.io/refresh): re-read the objects every DURATION (with jitter) and swap"
+        " the files that changed, until stopped; the files must have been written already",
+    )
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        _parser().parse_args(argv)
+        args = _parser().parse_args(argv)
     except SystemExit as exc:  # --help (0) or a usage error (2), reported as a return code
         return exc.code if isinstance(exc.code, int) else EXIT_CONFIG
+    if args.refresh is not None:
+        from webhook.fetch.refresh import run_refresh, stop_on_sigterm
+
+        return run_refresh(os.environ, args.refresh, stop=stop_on_sigterm())
     return run(os.environ)

@@ -7,7 +7,7 @@ through it and drops the value. Values are bytes and never appear in any message
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from webhook.contract import ObjectType
@@ -69,6 +69,39 @@ class Reader(Protocol):
     def read(self, obj: ObjectSpec, timeout: float) -> bytes: ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Versioned:
+    """An object's content and the store's id of the version it is (not secret; "" when the store names none)."""
+
+    content: bytes = field(repr=False)
+    version: str
+
+
+@runtime_checkable
+class VersionedReader(Protocol):
+    """A Reader that also tells which version it read (the refresh sidecar logs it and writes only on change)."""
+
+    def read_versioned(self, obj: ObjectSpec, timeout: float) -> Versioned: ...
+
+
+@runtime_checkable
+class RoundScoped(Protocol):
+    """A Reader that keeps answers or a session for one pass over the objects (Vault: each path read once, one
+    login): the refresh sidecar calls `new_round` before each later round, so that changed secrets are read again
+    and a session that expired or whose credentials rotated is opened afresh."""
+
+    def new_round(self) -> None: ...
+
+
+@runtime_checkable
+class VersionProbe(Protocol):
+    """A store that can tell an object's current version without sending its value: the refresh sidecar asks this
+    first and reads only when the version changed. Key Vault has no such call for one secret (listing versions
+    costs the same transaction and pages), so its reader does not offer it."""
+
+    def current_version(self, obj: ObjectSpec, timeout: float) -> str: ...
 
 
 class Access(Protocol):

@@ -19,6 +19,10 @@ lowkey-vault). ``admin_token`` is always accepted with every permission (for see
 
 Implemented: set (PUT), get latest/version, list secrets, list versions, update
 properties (PATCH, e.g. disable), delete (purge at once: no soft-delete).
+
+Throttling (:meth:`throttle`): the next requests of non-admin callers get Key Vault's
+``429 Throttled`` with a ``Retry-After`` header, as a vault over its service limits answers;
+they are recorded like every other request.
 """
 
 from __future__ import annotations
@@ -127,6 +131,9 @@ class _Vault:
     server: HttpsServer | None = None
     secrets: dict[str, list[SecretVersion]] = field(default_factory=dict)
     policies: dict[str, set[str]] = field(default_factory=dict)
+    throttled: int = 0  # how many of the next non-admin requests get 429
+    retry_after: int = 1
+    throttled_secret: str | None = None  # only requests for this secret count (None: every request)
     dns_suffix: str = ""  # addressed as https://<name>.<dns_suffix> (one server for all vaults)
 
     @property
@@ -222,6 +229,14 @@ class FakeKeyVault(Double):
         with self._lock:
             self._vaults[vault].policies.setdefault(client_id, set()).update(permissions)
 
+    def throttle(self, vault: str, count: int, retry_after: int = 1, secret: str | None = None) -> None:
+        """Answer the next ``count`` requests of non-admin callers to ``vault`` (for ``secret`` only, when given:
+        other tests' readers of the vault are not disturbed) with 429 and ``Retry-After``."""
+        with self._lock:
+            self._vaults[vault].throttled = count
+            self._vaults[vault].retry_after = retry_after
+            self._vaults[vault].throttled_secret = secret
+
     def revoke(self, vault: str, client_id: str) -> None:
         with self._lock:
             self._vaults[vault].policies.pop(client_id, None)
@@ -249,7 +264,7 @@ class FakeKeyVault(Double):
             principal, response = self._authenticate(request)
             if response is None:
                 assert principal is not None
-                response = self._route(vault, principal, request)
+                response = self._throttled(vault, principal, request) or self._route(vault, principal, request)
             with self._lock:
                 self._records.append(
                     VaultRequestRecord(vault.name, request.method, request.path, response.status, principal)
@@ -257,6 +272,23 @@ class FakeKeyVault(Double):
             return response
 
         return app
+
+    def _throttled(self, vault: _Vault, principal: str, request: Request) -> Response | None:
+        parts = request.path.strip("/").split("/")
+        with self._lock:
+            if principal == "admin" or vault.throttled <= 0:
+                return None
+            if vault.throttled_secret is not None and parts[1:2] != [vault.throttled_secret]:
+                return None
+            vault.throttled -= 1
+            seconds = vault.retry_after
+        return _kv_error(
+            429,
+            "Throttled",
+            "Request was not processed because too many requests were received. Reason: A single client has"
+            " exceeded the maximum allowed requests per vault.",
+            **{"Retry-After": str(seconds)},
+        )
 
     def _challenge(self) -> str:
         return f'Bearer authorization="{self.authority}/{self.tenant_id}", resource="{self.resource}"'

@@ -36,7 +36,7 @@ from azure.keyvault.secrets import KeyVaultSecret, SecretClient
 
 from webhook.contract import ObjectType
 from webhook.providers.azure.access import VaultAccess
-from webhook.providers.reading import ATTEMPT_TIMEOUT_CAP, FailureKind, ObjectSpec, ReadError
+from webhook.providers.reading import ATTEMPT_TIMEOUT_CAP, FailureKind, ObjectSpec, ReadError, Versioned
 
 API_VERSION = "7.6"  # pinned: a newer SDK must not silently change the wire protocol
 PKCS12_CONTENT_TYPE = "application/x-pkcs12"
@@ -152,6 +152,10 @@ class KeyVaultReader:
             return self._clients[vault]
 
     def read(self, obj: ObjectSpec, timeout: float) -> bytes:
+        return self.read_versioned(obj, timeout).content
+
+    def read_versioned(self, obj: ObjectSpec, timeout: float) -> Versioned:
+        """One GET: Key Vault returns the value with its version's id, in one transaction."""
         try:
             secret = self._client(obj.vault).get_secret(
                 obj.name,
@@ -163,7 +167,7 @@ class KeyVaultReader:
             raise token_error(exc.cause) from None
         except AzureError as exc:
             raise vault_error(exc) from None
-        return content_of(obj, secret)
+        return Versioned(content_of(obj, secret), secret.properties.version or "")
 
     def close(self) -> None:
         for client in self._clients.values():

@@ -202,6 +202,13 @@ class VaultReader:
         answer = self._secret(obj, min(self._timeout, timeout))
         return answers.secret_value(answer.body, obj.key, f"{obj.vault}/{obj.name}")
 
+    def new_round(self) -> None:
+        """The refresh sidecar's next round: every path read again under a new login (the projected ServiceAccount
+        token rotates, the Vault token's TTL runs out, and a refusal may since have been fixed)."""
+        self.close()
+        with self._login_lock:
+            self._refused = None
+
     def close(self) -> None:
         """Forget every answer, and revoke the Vault token (it would otherwise live out its TTL)."""
         with self._paths_lock:
