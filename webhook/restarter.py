@@ -171,7 +171,7 @@ class Restarter:
                 if listed is None:  # the driver's CRD is not installed: nothing reports versions yet
                     self._post(self._replace, [])
                     self.synced.set()
-                    self._stop.wait(30)
+                    self._stop.wait(10)
                     continue
                 items, version = listed
                 self._post(self._replace, items)
