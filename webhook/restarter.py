@@ -179,8 +179,12 @@ class Restarter:
                 backoff = 0.2
                 while version and not self._stop.is_set():
                     version = self._follow(version)
-            except ClusterError as exc:
-                log.warning("restart-on-change: %s; retrying in %.1fs", exc, backoff)
+            except Exception as exc:  # the API went away mid-stream (urllib3's errors), or refused: list again
+                log.warning(
+                    "restart-on-change: watch failed (%s); retrying in %.1fs",
+                    str(exc)[:300] or type(exc).__name__,
+                    backoff,
+                )
                 self.metrics.restart_failures.labels("watch").inc()
                 self._stop.wait(backoff)
                 backoff = min(backoff * 2, 30.0)
