@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from webhook import restarts
+from webhook import restarter, restarts
 from webhook.names import RESTART_STATE, RESTARTED_AT
 from webhook.restarts import (
     Change,
@@ -319,3 +319,83 @@ def test_restart_patch_rolls_the_template_and_records_in_one_write() -> None:
         "spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: "2026-11-30T12:00:00Z"}}}},
     }
     assert "spec" not in restarts.record_patch(State({DB: "v2"}), "42")
+
+
+# -- what the restarter reads (webhook/restarter.py) -------------------------------------------------------------
+
+
+def driver_status(**status: object) -> dict[str, object]:
+    """A SecretProviderClassPodStatus as driver v1.6.1 writes it (pkg/secrets-store/utils.go)."""
+    full = {
+        "podName": "api-5d9-x2",
+        "secretProviderClassName": CLASS,
+        "mounted": True,
+        "targetPath": "/var/lib/kubelet/pods/u1/volumes/kubernetes.io~csi/kvinject-secrets/mount",
+        "objects": [{"id": "secret/db", "version": "v1"}, {"id": "cert/tls", "version": "t1"}],
+    } | status
+    return {
+        "apiVersion": "secrets-store.csi.x-k8s.io/v1",
+        "kind": "SecretProviderClassPodStatus",
+        "metadata": {
+            "name": f"api-5d9-x2-shop-{CLASS}",
+            "namespace": "shop",
+            "labels": {"internal.secrets-store.csi.k8s.io/node-name": "node-1"},
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "api-5d9-x2", "uid": "u1"}],
+        },
+        "status": full,
+    }
+
+
+def test_a_driver_status_is_read_as_the_driver_writes_it() -> None:
+    parsed = restarter.PodStatus.parse(driver_status())
+    assert parsed == restarter.PodStatus(
+        "shop", f"api-5d9-x2-shop-{CLASS}", "api-5d9-x2", "u1", CLASS, True, (("cert/tls", "t1"), ("secret/db", "v1"))
+    )
+    assert parsed.mount() == Mount("api-5d9-x2", "u1", CLASS, (("cert/tls", "t1"), ("secret/db", "v1")))
+
+
+@pytest.mark.parametrize(
+    ("status", "mounted", "versions"),
+    [
+        ({"mounted": False}, False, (("cert/tls", "t1"), ("secret/db", "v1"))),
+        ({"objects": None}, True, ()),
+        ({"objects": [{"id": "secret/db"}, {"version": "v9"}, "junk"]}, True, (("secret/db", ""),)),
+    ],
+    ids=["not-mounted", "no-objects", "malformed-objects"],
+)
+def test_partial_driver_statuses(
+    status: dict[str, object], mounted: bool, versions: tuple[tuple[str, str], ...]
+) -> None:
+    parsed = restarter.PodStatus.parse(driver_status(**status))
+    assert parsed is not None and parsed.mounted is mounted and parsed.versions == versions
+
+
+def test_a_status_without_a_pod_is_ignored() -> None:
+    assert restarter.PodStatus.parse(driver_status(podName=None)) is None
+
+
+@pytest.mark.parametrize(
+    ("labels", "annotations", "expected"),
+    [
+        ({"kvinject.io/inject": "true"}, {"kvinject.io/restart-on-change": "true"}, True),
+        ({"kvinject.io/inject": "true"}, {"kvinject.io/restart-on-change": "false"}, False),
+        ({"kvinject.io/inject": "true"}, {}, False),
+        ({}, {"kvinject.io/restart-on-change": "true"}, False),
+    ],
+    ids=["opted-in", "false", "no-annotation", "not-injected"],
+)
+def test_opted_in(labels: dict[str, str], annotations: dict[str, str], expected: bool) -> None:
+    assert restarter.opted_in({"labels": labels, "annotations": annotations}) is expected
+
+
+@pytest.mark.parametrize(
+    ("workload", "path"),
+    [
+        (WorkloadId("Deployment", "shop", "api"), "/apis/apps/v1/namespaces/shop/deployments/api"),
+        (WorkloadId("StatefulSet", "shop", "db"), "/apis/apps/v1/namespaces/shop/statefulsets/db"),
+        (WorkloadId("DaemonSet", "shop", "agent"), "/apis/apps/v1/namespaces/shop/daemonsets/agent"),
+    ],
+    ids=["deployment", "statefulset", "daemonset"],
+)
+def test_workload_paths(workload: WorkloadId, path: str) -> None:
+    assert restarter.workload_path(workload) == path
