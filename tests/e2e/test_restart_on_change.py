@@ -51,14 +51,17 @@ def pod_statuses(control_plane: ControlPlane, e2e_binaries: Binaries) -> None:
     control_plane.apply_crd(e2e_binaries.spcps_crd)
 
 
-def deployment(namespace: str, name: str, opted_in: bool) -> dict[str, Any]:
+def template(name: str, opted_in: bool) -> dict[str, Any]:
     annotations = {K + "secret-db": f"{VAULT}/db"}
     if opted_in:
         annotations[K + "restart-on-change"] = "true"
-    template = {
+    return {
         "metadata": {"labels": {"app": name, K + "inject": "true"}, "annotations": annotations},
         "spec": {"serviceAccountName": "api", "containers": [{"name": "app", "image": "registry.invalid/app:1"}]},
     }
+
+
+def deployment(namespace: str, name: str, opted_in: bool) -> dict[str, Any]:
     return {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -67,7 +70,7 @@ def deployment(namespace: str, name: str, opted_in: bool) -> dict[str, Any]:
             "replicas": 2,
             "selector": {"matchLabels": {"app": name}},
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
-            "template": template,
+            "template": template(name, opted_in),
         },
     }
 
@@ -120,11 +123,12 @@ def mounted(cp: ControlPlane, pod: dict[str, Any], versions: dict[str, str]) -> 
 
 
 def run(cp: ControlPlane, namespace: str, app: str, versions: dict[str, str]) -> list[dict[str, Any]]:
-    """The kubelet and the driver for every pod of the app that has none yet: Ready, mounted with `versions`."""
-    have = {s["status"]["podName"] for s in statuses(cp, namespace)}
+    """The kubelet and the driver for every pod of the app that has none yet: Ready, mounted with `versions`.
+    (By uid: a StatefulSet's new pod has its old pod's name.)"""
+    have = {r["uid"] for s in statuses(cp, namespace) for r in s["metadata"].get("ownerReferences") or []}
     found = pods(cp, namespace, app)
     for pod in found:
-        if pod["metadata"]["name"] not in have:
+        if pod["metadata"]["uid"] not in have:
             mounted(cp, pod, versions)
             ready(cp, pod)
     return found
@@ -291,3 +295,93 @@ def test_an_opted_in_deployment_rolls_once_per_change(
     assert plain["metadata"]["generation"] == 1 and replica_sets(cp, namespace, "plain") == 1
     assert RESTART_STATE not in (plain["metadata"].get("annotations") or {})
     assert RESTARTED_AT not in (plain["spec"]["template"]["metadata"].get("annotations") or {})
+
+
+def test_an_opted_in_statefulset_rolls_once(
+    control_plane: ControlPlane, kvinject: KvinjectServer, namespace: str, pod_statuses: None
+) -> None:
+    cp = control_plane
+    sts = {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": "db", "namespace": namespace},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "db",
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": {"app": "db"}},
+            "template": template("db", opted_in=True),
+        },
+    }
+    apply_docs(cp, [sts])
+
+    def settled(versions: dict[str, str]) -> bool:
+        run(cp, namespace, "db", versions)
+        obj = get_json(cp, "statefulset", "db", "-n", namespace)
+        status = obj.get("status") or {}
+        return bool(
+            status.get("observedGeneration") == obj["metadata"]["generation"]
+            and status.get("currentRevision") == status.get("updateRevision")
+            and status.get("updatedReplicas") == status.get("readyReplicas") == 2
+        )
+
+    def revisions() -> int:
+        return len(get_json(cp, "controllerrevisions", "-n", namespace, "-l", "app=db")["items"])
+
+    def state() -> State | None:
+        return record(get_json(cp, "statefulset", "db", "-n", namespace))
+
+    wait_for(lambda: settled({DB: "v1"}), "StatefulSet db running with v1")
+    cls = provider_class(pods(cp, namespace, "db")[0])
+    assert wait_for(state, "kvinject's record on StatefulSet db") == State({f"{cls}/{DB}": "v1"})
+    before = counter(kvinject, "kvinject_restarts_total", kind="StatefulSet", reason="object-version-changed")
+
+    mounted(cp, pods(cp, namespace, "db")[0], {DB: "v2"})
+    wait_for(lambda: (s := state()) is not None and s.restarted_at is not None, "StatefulSet db rolled")
+    wait_for(lambda: settled({DB: "v2"}), "StatefulSet db rolled out with v2")
+    assert revisions() == 2
+    assert state().versions == {f"{cls}/{DB}": "v2"}  # type: ignore[union-attr]
+    after = counter(kvinject, "kvinject_restarts_total", kind="StatefulSet", reason="object-version-changed")
+    assert after - before == 1
+
+
+@pytest.mark.parametrize(
+    ("kind", "says"),
+    [("Pod", "a bare pod has no controller to roll it"), ("Job", "a Job's pods run to completion")],
+    ids=["bare-pod", "job"],
+)
+def test_pods_kvinject_cannot_roll_are_told_so(
+    control_plane: ControlPlane, kvinject: KvinjectServer, namespace: str, pod_statuses: None, kind: str, says: str
+) -> None:
+    cp = control_plane
+    name = f"once-{kind.lower()}"
+    spec = template(name, opted_in=True)
+    if kind == "Pod":
+        doc = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {**spec["metadata"], "name": name, "namespace": namespace},
+        }
+        doc["spec"] = spec["spec"]
+    else:
+        spec["spec"]["restartPolicy"] = "Never"
+        doc = {
+            "apiVersion": "batch/v1",
+            "kind": "Job",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"template": spec},
+        }
+    apply_docs(cp, [doc])
+    (pod,) = wait_for(lambda: pods(cp, namespace, name), f"the {kind}'s pod")
+    mounted(cp, pod, {DB: "v1"})
+
+    def told() -> list[dict[str, Any]]:
+        items = get_json(cp, "events", "-n", namespace)["items"]
+        return [
+            e
+            for e in items
+            if e["reason"] == "KvinjectRestartUnsupported" and e["involvedObject"]["name"] == pod["metadata"]["name"]
+        ]
+
+    (event,) = wait_for(told, "a KvinjectRestartUnsupported event on the pod")
+    assert says in event["message"] and event["type"] == "Warning"
