@@ -99,6 +99,8 @@ class PodStatus:
         )
         if not meta.get("namespace") or not meta.get("name") or not isinstance(status.get("podName"), str):
             return None
+        if not pod_uid:  # the driver always names its pod as owner; without one the pod cannot be told apart
+            return None
         return cls(
             str(meta["namespace"]),
             str(meta["name"]),
@@ -369,6 +371,8 @@ class Restarter:
         action = restarts.plan(facts, mounts, datetime.now(UTC), self.policy)
         log.debug("restart-on-change: %s: %s", workload, action)
         version = str(meta.get("resourceVersion") or "")
+        if not isinstance(action, restarts.Defer):
+            self._deferred.pop(workload, None)  # the wait is over: a later one is counted again
         if isinstance(action, restarts.Record):
             self.api.patch(workload_path(workload), restarts.record_patch(action.state, version))
         elif isinstance(action, restarts.Defer):
@@ -383,7 +387,6 @@ class Restarter:
             if self.api.patch(workload_path(workload), restarts.restart_patch(action.state, version)) is None:
                 return
             self._rolled.append(now)
-            self._deferred.pop(workload, None)
             self._restarted(workload, meta, action)
 
     def _defer(self, workload: WorkloadId, reason: str, after: float, why: str) -> None:

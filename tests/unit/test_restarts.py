@@ -399,3 +399,9 @@ def test_opted_in(labels: dict[str, str], annotations: dict[str, str], expected:
 )
 def test_workload_paths(workload: WorkloadId, path: str) -> None:
     assert restarter.workload_path(workload) == path
+
+
+def test_a_status_without_its_pod_owner_is_ignored() -> None:
+    doc = driver_status()
+    doc["metadata"]["ownerReferences"] = []  # type: ignore[index]
+    assert restarter.PodStatus.parse(doc) is None
