@@ -159,10 +159,12 @@ class Restarter:
 
     async def stop(self) -> None:
         self._stop.set()
+        self._wake.set()
         if self._task is not None:
+            # asyncio.wait_for (3.11) can drop a cancellation that meets its result: the loop also checks _stop.
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(self._task, 5)
 
     # -- the watch (its own thread) ---------------------------------------------------------------------------
     def _watch(self) -> None:
@@ -253,7 +255,7 @@ class Restarter:
 
     # -- the work (event loop; blocking reads and writes in threads) ---------------------------------------------
     async def _work(self) -> None:
-        while True:
+        while not self._stop.is_set():
             now = time.monotonic()
             try:
                 await self._resolve()
