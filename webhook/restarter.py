@@ -136,6 +136,9 @@ class Restarter:
         self.recorder: EventRecorder | None = None
         self._statuses: dict[tuple[str, str], PodStatus] = {}
         self._pods: dict[str, PodFacts] = {}
+        # Indexes, so that no step walks every status (the loop is the server's, admissions wait on it).
+        self._of_pod: dict[str, set[tuple[str, str]]] = {}  # pod uid -> its statuses (one per class)
+        self._members: dict[WorkloadId, set[tuple[str, str]]] = {}  # workload -> its pods' statuses
         self._replica_sets: dict[tuple[str, str], Owner | None] = {}
         self._unresolved: set[tuple[str, str]] = set()
         self._due: dict[WorkloadId, float] = {}
@@ -226,9 +229,16 @@ class Restarter:
             gone = self._statuses.pop(key, None)
             self._unresolved.discard(key)
             if gone is not None:
-                shared = any(s.pod_uid == gone.pod_uid for s in self._statuses.values())  # the pod's other classes
-                facts = self._pods.get(gone.pod_uid) if shared else self._pods.pop(gone.pod_uid, None)
+                siblings = self._of_pod.get(gone.pod_uid, set())
+                siblings.discard(key)
+                if not siblings:  # the pod's last class: forget the pod
+                    self._of_pod.pop(gone.pod_uid, None)
+                facts = self._pods.get(gone.pod_uid) if siblings else self._pods.pop(gone.pod_uid, None)
                 if facts is not None and isinstance(facts.workload, WorkloadId):
+                    members = self._members.get(facts.workload, set())
+                    members.discard(key)
+                    if not members:
+                        self._members.pop(facts.workload, None)
                     self._schedule(facts.workload, self.coalesce)
             return
         status = PodStatus.parse(obj)
@@ -240,11 +250,13 @@ class Restarter:
         if self._statuses.get(key) == status:
             return  # the driver rewrites an unchanged status on every remount
         self._statuses[key] = status
+        self._of_pod.setdefault(status.pod_uid, set()).add(key)
         facts = self._pods.get(status.pod_uid)
         if facts is None:
             self._unresolved.add(key)
             self._wake.set()
         elif isinstance(facts.workload, WorkloadId):
+            self._members.setdefault(facts.workload, set()).add(key)
             self._schedule(facts.workload, self.coalesce)
 
     def _schedule(self, workload: WorkloadId, delay: float) -> None:
@@ -297,6 +309,7 @@ class Restarter:
     def _put_known(self, status: PodStatus) -> None:
         facts = self._pods[status.pod_uid]
         if isinstance(facts.workload, WorkloadId):
+            self._members.setdefault(facts.workload, set()).add((status.namespace, status.name))
             self._schedule(facts.workload, self.coalesce)
         elif isinstance(facts.workload, str) and self.recorder is not None:
             self.recorder.record(
@@ -327,15 +340,8 @@ class Restarter:
         return PodFacts(True, restarts.workload_of(status.namespace, owner, rs_owner))
 
     def _mounts(self, workload: WorkloadId) -> list[PodStatus]:
-        return [
-            s
-            for s in self._statuses.values()
-            if s.mounted and s.namespace == workload.namespace and self._workload_of(s) == workload
-        ]
-
-    def _workload_of(self, status: PodStatus) -> WorkloadId | None:
-        facts = self._pods.get(status.pod_uid)
-        return facts.workload if facts is not None and isinstance(facts.workload, WorkloadId) else None
+        found = (self._statuses.get(key) for key in self._members.get(workload, ()))
+        return [s for s in found if s is not None and s.mounted]
 
     def _live(self, status: PodStatus) -> bool:
         pod = self.api.get(f"/api/v1/namespaces/{status.namespace}/pods/{status.pod}")
