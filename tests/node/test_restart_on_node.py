@@ -16,7 +16,7 @@ import pytest
 from tests.harness import CLIENT_ID, ControlPlane, KvinjectServer, apply_docs, get_json, wait_for
 from tests.harness.cloud import AzureCloud
 from tests.node.workloads import deployment, describe, pods, read, running_pod, secret, team_namespace
-from webhook.names import PREFIX, RESTART_ON_CHANGE, RESTART_STATE, RESTARTED_AT
+from webhook.names import EVENT_RESTARTED, PREFIX, RESTART_ON_CHANGE, RESTART_STATE, RESTARTED_AT
 from webhook.restarts import State
 
 pytestmark = pytest.mark.e2e
@@ -102,3 +102,6 @@ def test_a_new_version_rolls_the_opted_in_deployment_once(
     # Once: one new template, one restart counted by the two replicas together.
     assert replica_sets(cp, ns, "rolls") == 2
     assert restarts_total(kvinject) + restarts_total(cloud_kvinject) == 1
+    events = get_json(cp, "events", "-n", ns, "--field-selector", "involvedObject.name=rolls")["items"]
+    (said,) = [e for e in events if e["reason"] == EVENT_RESTARTED]
+    assert f"secret/{OBJECT} changed from version {before} to {after} (1 pods)" in said["message"]
