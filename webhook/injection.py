@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from webhook import contract, identity, names, plan, review, shape, spc, targets
+from webhook import contract, identity, names, plan, providers, review, shape, spc, targets
 from webhook.access import Denial, WouldDeny
 from webhook.cluster import Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
@@ -158,10 +158,9 @@ async def answer_pod(request: review.Request, handle: Callable[[dict[str, Any]],
 class Lookups:
     """Reads shared by /mutate and /validate, with API failures turned into denials."""
 
-    def __init__(self, settings: Settings, cluster: Cluster, provider: Provider):
+    def __init__(self, settings: Settings, cluster: Cluster):
         self.settings = settings
         self.cluster = cluster
-        self.provider = provider
 
     async def namespace(self, name: str) -> Namespace | None:
         try:
@@ -169,16 +168,29 @@ class Lookups:
         except ClusterError as exc:
             raise Denial(f"could not read Namespace {name}: {exc}", 503, "cluster") from None
 
-    async def identity(self, namespace: str, pod: dict[str, Any]) -> tuple[str, ServiceAccount, identity.Identity]:
+    async def account(self, namespace: str, pod: dict[str, Any]) -> tuple[str, ServiceAccount | None]:
+        """The pod's ServiceAccount name and record (None: it does not exist)."""
         name = identity.service_account_name(pod.get("spec") or {})
         try:
-            account = await self.cluster.service_account(namespace, name)
+            return name, await self.cluster.service_account(namespace, name)
         except ClusterError as exc:
             raise Denial(f"could not read ServiceAccount {namespace}/{name}: {exc}", 503, "cluster") from None
-        who = self.provider.resolve_identity(namespace, name, account, self.settings)
+
+    def resolve(
+        self, provider: Provider, namespace: str, name: str, account: ServiceAccount | None, role: str | None
+    ) -> identity.Identity:
+        """The identity `provider` reads as for this ServiceAccount; a Denial (reason identity) saying how to fix it."""
+        who = provider.resolve_identity(namespace, name, account, self.settings, role)
         if isinstance(who, str):
             raise Denial(who, 403, "identity")
-        assert account is not None
+        return who
+
+    async def identity(
+        self, namespace: str, pod: dict[str, Any], provider: Provider, role: str | None = None
+    ) -> tuple[str, ServiceAccount, identity.Identity]:
+        name, account = await self.account(namespace, pod)
+        who = self.resolve(provider, namespace, name, account, role)
+        assert account is not None  # every provider refuses a missing ServiceAccount
         return name, account, who
 
     async def provider_class(self, namespace: str, name: str, cache_only: bool = False) -> Any:
@@ -200,20 +212,20 @@ class Injection:
     def __init__(self, settings: Settings, lookups: Lookups):
         self.settings = settings
         self.lookups = lookups
-        self.provider = lookups.provider
 
     async def expected(
         self, namespace: str, wanted: contract.InjectionRequest, account: ServiceAccount, who: identity.Identity
     ) -> Expected:
         """What kvinject injects for this request and identity: the class, env sources and objects read."""
+        provider = providers.get(wanted.store)
         if wanted.mode is contract.Mode.INIT:
-            init = self.provider.init_spec(who, self.settings)
+            init = provider.init_spec(who, self.settings)
             return Expected("", [], [m.ref for m in wanted.objects], [], init=init)
         if wanted.provider_class is not None:
             class_name, env, refs, problems = await self._existing_class(namespace, wanted, who)
             return Expected(class_name, env, refs, problems)
-        parameters = self.provider.class_parameters(wanted, who, self.settings)
-        generated = spc.generated(self.provider.name, parameters, wanted, namespace, account)
+        parameters = provider.class_parameters(wanted, who, self.settings)
+        generated = spc.generated(provider.name, parameters, wanted, namespace, account)
         class_name = generated["metadata"]["name"]
         env = [plan.EnvSource(e.name, class_name, e.alias) for e in wanted.env]
         return Expected(class_name, env, [m.ref for m in wanted.objects], [], generated)
@@ -251,7 +263,15 @@ class Injection:
                 env.append(source)
         if problems:
             raise Denial(enumerate_problems("annotation", problems), 400, "bad-annotation")
-        refs, problems = self.provider.declared_objects(found, who, self.settings)
+        if found.provider != providers.get(wanted.store).name:
+            # One store per pod: its identity is the store's, and so must be the class it names.
+            store = f"{names.STORE}: {wanted.store}" if wanted.store != names.DEFAULT_STORE else "no store (azure)"
+            problems.append(
+                f"SecretProviderClass {name} named by {names.PROVIDER_CLASS} has provider {found.provider[:63]!r},"
+                f" but the pod names {store}: a pod reads from one store"
+            )
+            return name, env, [], problems
+        refs, problems = providers.get(wanted.store).declared_objects(found, who, self.settings)
         return name, env, refs, problems
 
     async def check_injected(

@@ -25,6 +25,7 @@ from webhook.injection import (
 )
 from webhook.metrics import Metrics
 from webhook.names import INIT_CONTAINER, INIT_FIRST
+from webhook.providers import LiveVerifier, Provider
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -48,12 +49,17 @@ class Mutator:
     def __init__(self, settings: Settings, cluster: Cluster, metrics: Metrics | None = None):
         self.settings = settings
         self.cluster = cluster
-        self.provider = providers.default()
-        self.lookups = Lookups(settings, cluster, self.provider)
+        self.lookups = Lookups(settings, cluster)
         self.injection = Injection(settings, self.lookups)
-        metrics = metrics or Metrics()
-        self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
-        self.verifier = self.provider.live_verifier(settings, cluster, metrics)
+        self.metrics = metrics or Metrics()
+        self.judge = Judge(settings.enforcement, self.metrics, settings.relaxable_namespaces)
+        self._verifiers: dict[str, LiveVerifier] = {}
+
+    def verifier(self, provider: Provider) -> LiveVerifier:
+        """The store's live verifier, one per store for the process (its cache and budget are per store)."""
+        if provider.name not in self._verifiers:
+            self._verifiers[provider.name] = provider.live_verifier(self.settings, self.cluster, self.metrics)
+        return self._verifiers[provider.name]
 
     async def mutate(self, request: review.Request) -> Outcome:
         if not request.is_pod_create:
@@ -72,7 +78,8 @@ class Mutator:
             wanted = contract.parse_annotations(meta.get("annotations"), ns.default_vault if ns else None)
         except contract.ContractError as exc:
             raise Denial(enumerate_problems("annotation", exc.problems), 400, "bad-annotation") from None
-        sa_name, account, who = await self.lookups.identity(namespace, pod)
+        provider = providers.get(wanted.store)
+        sa_name, account, who = await self.lookups.identity(namespace, pod, provider, wanted.role)
 
         exp = await self.injection.expected(namespace, wanted, account, who)
         class_name, refs, problems, generated = exp.class_name, exp.refs, exp.problems, exp.generated
@@ -100,7 +107,7 @@ class Mutator:
             decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
             verdict = self.judge.decision("mutate", mode, decision, audit)
             if decision.allowed and live.enabled(self.settings, ns):
-                verdict = await self._verify_live(namespace, sa_name, who, refs, mode, verdict)
+                verdict = await self._verify_live(provider, (namespace, sa_name, who), refs, mode, verdict)
 
         if generated is not None:
             await self._ensure_generated(namespace, generated, request.dry_run)
@@ -140,15 +147,15 @@ class Mutator:
 
     async def _verify_live(
         self,
-        namespace: str,
-        account: str,
-        who: identity.Identity,
+        provider: Provider,
+        reader: tuple[str, str, identity.Identity],
         refs: list[contract.ObjectRef],
         mode: policy.Enforcement,
         verdict: Verdict,
     ) -> Verdict:
         """Policy allowed it; now the store must agree, for the objects it can prove access to."""
-        findings = await self.verifier.verify(namespace, account, who, self.provider.verifiable(refs))
+        namespace, account, who = reader
+        findings = await self.verifier(provider).verify(namespace, account, who, provider.verifiable(refs))
         refused = [f for f in findings if f.result not in (live.Result.ALLOWED, live.Result.UNVERIFIED)]
         unverified = [f for f in findings if f.result is live.Result.UNVERIFIED]
         audit = {**verdict.audit, "live-verification": ",".join(sorted({f.result.value for f in findings}))}
@@ -157,12 +164,12 @@ class Mutator:
             message = "; ".join(f.message for f in unverified)
             if not self.settings.live_fail_open:
                 raise Denial(
-                    f"could not verify access with {self.provider.store_name}: {message}",
+                    f"could not verify access with {provider.store_name}: {message}",
                     403,
                     "live-unverified",
                     {**audit, "decision": "denied", "reason": message},
                 )
-            store = self.provider.store_name
+            store = provider.store_name
             warnings.append(f"kvinject could not verify access with {store} and admitted the pod: {message}")
         if refused:
             reason = f"live-{refused[0].result.value}"

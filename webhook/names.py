@@ -100,6 +100,7 @@ ENV_FS_GROUP = "KVINJECT_FS_GROUP"
 ENV_TERMINATION_LOG = "KVINJECT_TERMINATION_LOG"
 ENV_TIMEOUT = "KVINJECT_FETCH_TIMEOUT_SECONDS"
 ENV_RETRIES = "KVINJECT_FETCH_RETRIES"
+ENV_STORE = "KVINJECT_STORE"  # which store to read (absent: the default store, so Azure's env is unchanged)
 
 # -- Identity annotations a ServiceAccount carries (Azure Workload Identity's; the cluster records keep them) --
 

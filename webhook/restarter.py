@@ -320,12 +320,18 @@ class Restarter:
                 )
             )
 
+    def _pod(self, status: PodStatus) -> dict[str, Any] | None:
+        """The opted-in pod a status names, or None (gone, or not opted in). kvinject lists pods, never gets them
+        (its RBAC): this one by name and the opt-in label, so no other pod is ever read."""
+        selectors = [("fieldSelector", f"metadata.name={status.pod}"), ("labelSelector", f"{INJECT_LABEL}=true")]
+        listed = self.api.list_all(f"/api/v1/namespaces/{status.namespace}/pods", selectors)
+        found = [p for p in (listed or ([], ""))[0] if (p.get("metadata") or {}).get("uid") == status.pod_uid]
+        return found[0] if found else None
+
     def _pod_facts(self, status: PodStatus) -> PodFacts | None:
-        pod = self.api.get(f"/api/v1/namespaces/{status.namespace}/pods/{status.pod}")
-        if pod is None or (status.pod_uid and (pod.get("metadata") or {}).get("uid") != status.pod_uid):
-            return None
-        meta = pod.get("metadata") or {}
-        if not opted_in(meta):
+        pod = self._pod(status)
+        meta = (pod or {}).get("metadata") or {}
+        if not opted_in(meta):  # not opted in, or gone (its status follows it, and this is forgotten with it)
             return PodFacts(False, None)
         owner = _controller(meta)
         rs_owner = None
@@ -344,9 +350,8 @@ class Restarter:
         return [s for s in found if s is not None and s.mounted]
 
     def _live(self, status: PodStatus) -> bool:
-        pod = self.api.get(f"/api/v1/namespaces/{status.namespace}/pods/{status.pod}")
-        meta = (pod or {}).get("metadata") or {}
-        return pod is not None and meta.get("uid") == status.pod_uid and not meta.get("deletionTimestamp")
+        pod = self._pod(status)
+        return pod is not None and not (pod.get("metadata") or {}).get("deletionTimestamp")
 
     async def _decide(self, workload: WorkloadId) -> None:
         statuses = self._mounts(workload)  # a snapshot: the store changes only on this loop

@@ -56,6 +56,11 @@ class Request:
         )
 
     @property
+    def is_pod_update(self) -> bool:
+        """A pod itself changed (not a subresource): after admission only its metadata and images may change."""
+        return self.group == "" and self.kind == "Pod" and self.operation == "UPDATE" and not self.sub_resource
+
+    @property
     def is_ephemeral_update(self) -> bool:
         """Ephemeral containers added to a running pod (`kubectl debug`)."""
         return (

@@ -19,6 +19,7 @@ from webhook.names import (
     INJECT_LABEL,
     MANAGED_BY,
     PREFIX,
+    PROVIDER_CLASS,
     STATUS,
     TOKEN_VOLUME,
     VOLUME_NAME,
@@ -83,3 +84,31 @@ def ignored_annotations(pod: dict[str, Any]) -> str:
         f'the pod is labelled {INJECT_LABEL}: {str(value)[:63]!r}, not "true"; kvinject injects nothing into it:'
         ' set the label to "true" to opt in'
     )
+
+
+def classes_used(pod: dict[str, Any]) -> frozenset[str]:
+    """The SecretProviderClasses a pod of kvinject's reads through (its Secrets Store CSI volumes, and the class
+    kvinject.io/provider-class names); none for a pod that is not kvinject's. The driver reads them again at every
+    mount and rotation, so a change to one of them is judged as kvinject's (webhook/validation.py)."""
+    if not pod_is_kvinjects(pod):
+        return frozenset()
+    spec = pod.get("spec")
+    used = {v.provider_class for v in podrefs.csi_volumes(spec if isinstance(spec, dict) else {}) if v.provider_class}
+    named = _mapping(_meta(pod), "annotations").get(PROVIDER_CLASS)
+    if isinstance(named, str) and named:
+        used.add(named)
+    return frozenset(used)
+
+
+def reserved_syncs(obj: dict[str, Any]) -> list[str]:
+    """Secret names under kvinject's prefix that a class not kvinject's would sync into: the names of the Secrets
+    kvinject's generated classes sync, which kvinject's pods and its checks take to be kvinject's."""
+    if class_is_kvinjects(obj):
+        return []
+    spec = obj.get("spec")
+    objects = spec.get("secretObjects") if isinstance(spec, dict) else None
+    return [
+        str(so["secretName"])
+        for so in objects or []
+        if isinstance(so, dict) and str(so.get("secretName") or "").startswith(CLASS_NAME_PREFIX)
+    ]

@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     hashicorp_vault_audience: str = "vault"
     hashicorp_vault_ca_configmap: str = Field(default="", pattern=r"^([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)?$")
     hashicorp_vault_csi_ca_cert_path: str = ""
+    # The CA bundle (PEM file) kvinject itself trusts for Vault (live verification); unset: the system's roots.
+    # TLS is always verified.
+    hashicorp_vault_ca_file: Path | None = None
 
     # Live verification (opt-in; a namespace label kvinject.io/live-verify=true|false overrides it):
     # prove with Entra ID and Key Vault that the ServiceAccount can read every requested object.

@@ -22,7 +22,19 @@ from dataclasses import dataclass
 from typing import Any
 
 from webhook import contract
-from webhook.names import CONTAINERS, INIT_CONTAINER, INJECTED_CONTAINERS, STATUS, STATUS_INJECTED, VOLUME_NAME
+from webhook.names import (
+    CLASS_ATTRIBUTE,
+    CLASS_NAME_PREFIX,
+    CONTAINERS,
+    INIT_CONTAINER,
+    INJECT_LABEL,
+    INJECTED_CONTAINERS,
+    PREFIX,
+    STATUS,
+    STATUS_INJECTED,
+    TOKEN_VOLUME,
+    VOLUME_NAME,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,7 +166,13 @@ def strays(selection: Selection, env: Iterable[tuple[str, str, str]]) -> list[st
     """Containers that carry kvinject's volume mount or one of its env entries (`env_key`s) without being a
     target: a copy made by someone else (another webhook, or the pod's author without naming the container)."""
     ours = frozenset(env)
-    found: list[str] = []
+    # The Azure token volume (mode init) is kvinject-fetch's alone, targets included: a container mounting it would
+    # read Key Vault with the pod's identity itself, outside what kvinject fetched and the policy judged.
+    found = [
+        f"container {t.name!r} mounts kvinject's token volume {TOKEN_VOLUME}: only {INIT_CONTAINER} reads it"
+        for t in (*selection.targets, *selection.others)
+        if any(isinstance(m, dict) and m.get("name") == TOKEN_VOLUME for m in t.container.get("volumeMounts") or [])
+    ]
     for other in selection.others:
         what = []
         if other.mounts_volume():
@@ -169,3 +187,88 @@ def strays(selection: Selection, env: Iterable[tuple[str, str, str]]) -> list[st
                 f" injected the pod ({INJECTED_CONTAINERS}) and to those named by {CONTAINERS}"
             )
     return found
+
+
+def _mapping(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    value = obj.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _reserved_volumes(spec: dict[str, Any]) -> dict[str, str]:
+    """The pod's volumes that hold kvinject's secrets or credentials, by name, with what each holds: its own volume
+    and token volume, and any volume of a kvinject-* Secret or SecretProviderClass."""
+    found: dict[str, str] = {}
+    for v in spec.get("volumes") or []:
+        if not isinstance(v, dict):
+            continue
+        name = str(v.get("name", ""))
+        secret, projected, csi = (_mapping(v, key) for key in ("secret", "projected", "csi"))
+        sources = [s.get("secret") for s in projected.get("sources") or [] if isinstance(s, dict)]
+        attributes = _mapping(csi, "volumeAttributes")
+        if name in (VOLUME_NAME, TOKEN_VOLUME):
+            found[name] = "kvinject's volume" if name == VOLUME_NAME else "kvinject's token volume"
+        elif str(secret.get("secretName", "")).startswith(CLASS_NAME_PREFIX) or any(
+            isinstance(s, dict) and str(s.get("name", "")).startswith(CLASS_NAME_PREFIX) for s in sources
+        ):
+            found[name] = "a volume of a kvinject-* Secret"
+        elif str(attributes.get(CLASS_ATTRIBUTE, "")).startswith(CLASS_NAME_PREFIX):
+            found[name] = "a volume of a kvinject-* SecretProviderClass"
+    return found
+
+
+def ephemeral_problems(spec: dict[str, Any], added: Iterable[dict[str, Any]]) -> list[str]:
+    """What ephemeral containers (`kubectl debug`) added to a pod take of kvinject's: a mount of a volume holding its
+    secrets or its Azure token, or an env/envFrom read of a kvinject-* Secret. Always a finding: an ephemeral container
+    is never a target (kvinject chooses targets when it admits the pod; ephemeral containers come later, through a
+    subresource kvinject does not mutate), and its image runs with the pod's identity, so letting one mount the token
+    or the secrets would hand them to whoever may debug the pod, outside any SecretAccessPolicy decision."""
+    reserved = _reserved_volumes(spec)
+    found: list[str] = []
+    for c in added:
+        what = [
+            f"mounts {reserved[m['name']]} {m['name']}"
+            for m in c.get("volumeMounts") or []
+            if isinstance(m, dict) and m.get("name") in reserved
+        ]
+        refs = [env_key(e) for e in c.get("env") or []]
+        what += [
+            f"reads kvinject's Secret {r[1]} into {r[0]}" for r in refs if r and r[1].startswith(CLASS_NAME_PREFIX)
+        ]
+        what += [
+            f"reads kvinject's Secret {f['secretRef'].get('name')} (envFrom)"
+            for f in c.get("envFrom") or []
+            if isinstance(f, dict)
+            and isinstance(f.get("secretRef"), dict)
+            and str(f["secretRef"].get("name", "")).startswith(CLASS_NAME_PREFIX)
+        ]
+        if what:
+            found.append(
+                f"ephemeral container {str(c.get('name'))[:63]!r} {' and '.join(what)}: kvinject gives its secrets and"
+                " credentials only to the containers it injects into when it admits the pod, never to one added later"
+            )
+    return found
+
+
+# What kvinject writes or reads on a pod it injected: its record, the opt-in and the contract it injected by.
+_GUARDED_LABELS = (INJECT_LABEL,)
+
+
+def record_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """kvinject.io/ annotations (its record and the contract it injected by) and the opt-in label changed on a pod
+    kvinject injected: later checks (ephemeral containers, the report) trust them, so they are fixed at admission.
+    Nothing for a pod kvinject did not inject."""
+    old_meta, new_meta = old.get("metadata") or {}, new.get("metadata") or {}
+    if (old_meta.get("annotations") or {}).get(STATUS) != STATUS_INJECTED:
+        return []
+    changed: list[str] = []
+    for field, wanted in (("annotations", lambda k: k.startswith(PREFIX)), ("labels", lambda k: k in _GUARDED_LABELS)):
+        before = {k: v for k, v in (old_meta.get(field) or {}).items() if wanted(str(k))}
+        after = {k: v for k, v in (new_meta.get(field) or {}).items() if wanted(str(k))}
+        for key in sorted(before.keys() | after.keys()):
+            if key not in after:
+                changed.append(f"{field[:-1]} {key[:100]} removed")
+            elif key not in before:
+                changed.append(f"{field[:-1]} {key[:100]} added")
+            elif before[key] != after[key]:
+                changed.append(f"{field[:-1]} {key[:100]} changed")
+    return changed

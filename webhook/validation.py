@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from webhook import podrefs, policy, providers, review, rollout
+from webhook import podrefs, policy, providers, review, rollout, targets
 from webhook.access import Denial, Judge
-from webhook.cluster import Cluster
+from webhook.cluster import Cluster, ClusterError
+from webhook.contract import ObjectRef
 from webhook.identity import Identity
 from webhook.injection import (
     Injection,
@@ -26,9 +27,10 @@ from webhook.injection import (
     squatted,
 )
 from webhook.metrics import Metrics
-from webhook.model import Namespace, SecretProviderClass
-from webhook.names import CLASS_NAME_PREFIX, INIT_CONTAINER, VOLUME_NAME
+from webhook.model import Namespace, SecretProviderClass, ServiceAccount
+from webhook.names import CLASS_NAME_PREFIX, DEFAULT_STORE, INIT_CONTAINER, STORE, VAULT_ROLE
 from webhook.policy import Enforcement
+from webhook.providers import Provider
 from webhook.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class Validator:
         metrics = metrics or Metrics()
         self.settings = settings
         self.cluster = cluster
-        self.lookups = Lookups(settings, cluster, providers.default())
+        self.lookups = Lookups(settings, cluster)
         self.injection = Injection(settings, self.lookups)
         self.judge = Judge(settings.enforcement, metrics, settings.relaxable_namespaces)
         # What is not kvinject's (webhook/rollout.py) is judged under its own setting, audit by default.
@@ -53,6 +55,8 @@ class Validator:
             return await answer_pod(request, lambda pod: self._validate_ephemeral(request, pod))
         if request.is_pod_create:
             return await answer_pod(request, lambda pod: self._validate(request, pod))
+        if request.is_pod_update:
+            return await answer_pod(request, lambda pod: self._validate_update(request, pod))
         return Outcome(review.allowed(request.uid), "skipped")
 
     async def _validate_class(self, request: review.Request) -> Outcome:
@@ -70,12 +74,29 @@ class Validator:
         found = SecretProviderClass.from_object(
             {**obj, "metadata": {**obj["metadata"], "namespace": request.namespace}}
         )
-        kvinjects = rollout.class_is_kvinjects(obj)
+        generated = rollout.class_is_kvinjects(obj)
+        reserved = rollout.reserved_syncs(obj)
+        try:
+            # kvinject's own classes are written by kvinject alone (reserved-provider-classes.yaml); any other class
+            # that a pod of kvinject's reads through is kvinject's too, whichever webhook entry delivered it: the
+            # entries split by name and label, which the class's writer chooses.
+            users = [] if generated else await self._class_users(request.namespace, found.name)
+        except Denial as denial:
+            return denied_outcome(request, denial)
+        kvinjects = generated or bool(reserved) or bool(users)
         judge = self.judge if kvinjects else self.others
         try:
             ns = await self.lookups.namespace(request.namespace)
             mode, warnings = judge.mode(ns)
             problems = provider.class_problems(found, self.settings)
+            problems += [
+                f"secretObjects syncs into Secret {name[:253]}: Secret names starting with {CLASS_NAME_PREFIX} are"
+                " kvinject's (its generated classes sync them, and its checks take them to be), name it otherwise"
+                for name in reserved
+            ]
+            judged = await self._users_findings(request.namespace, found, users)
+            # A problem of the class itself is named once, not again for every pod reading through it.
+            problems += [f for f in judged if not any(f.endswith(f": {p}") for p in problems)]
             verdict = judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
             if not kvinjects and unjudged(judge.default, denial):
@@ -85,6 +106,64 @@ class Validator:
             review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
             "allowed",
             would_deny=verdict.would_deny,
+        )
+
+    async def _class_users(self, namespace: str, name: str) -> list[dict[str, Any]]:
+        """The running pods of kvinject's that read through class `name` (webhook/rollout.py `classes_used`), among
+        those carrying the opt-in label: every pod kvinject injected does, and keeps it (`targets.record_changes`).
+        When the pods cannot be listed the class is denied: a change to it could not be told apart from one to a
+        class kvinject's pods mount."""
+        try:
+            pods = await self.cluster.opted_in_pods(namespace)
+        except ClusterError as exc:
+            raise Denial(
+                f"could not list the pods in namespace {namespace} to tell whether kvinject's pods read through"
+                f" SecretProviderClass {name}: {exc}",
+                503,
+                "cluster-pods",
+            ) from None
+        return [
+            p
+            for p in pods
+            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and name in rollout.classes_used(p)
+        ]
+
+    async def _users_findings(
+        self, namespace: str, found: SecretProviderClass, users: list[dict[str, Any]]
+    ) -> list[str]:
+        """The class as written, judged for every pod of kvinject's that reads through it, as at that pod's admission
+        (its ServiceAccount's identity and SecretAccessPolicies, the volume's attributes): the driver reads it again
+        at the next rotation. Pods alike (ServiceAccount, volume) are judged once."""
+        findings: list[str] = []
+        seen: set[tuple[str, str | None, tuple[tuple[str, str], ...], bool]] = set()
+        for pod in users:
+            pod_name = str((pod.get("metadata") or {}).get("name", ""))[:253]
+            volumes = [v for v in podrefs.csi_volumes(pod.get("spec") or {}) if v.provider_class == found.name]
+            sa_name, account = await self.lookups.account(namespace, pod)
+            readers = Readers(self, namespace, sa_name, account, pod)
+            for volume in volumes:
+                key = (sa_name, readers.role, tuple(sorted(volume.attributes.items())), volume.node_publish_secret)
+                if key in seen:
+                    continue
+                seen.add(key)
+                checked = await self._check_volume(readers, volume, {found.name: found})
+                findings += [
+                    f"pod {pod_name} (ServiceAccount {sa_name}) reads through this class: {f}" for _, f in checked
+                ]
+        return findings
+
+    async def _validate_update(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
+        """A pod changed after admission (labels and annotations are all that may change of its metadata): what
+        kvinject recorded on a pod it injected stays as it wrote it."""
+        old = request.raw.get("oldObject")
+        changes = targets.record_changes(old if isinstance(old, dict) else {}, pod)
+        if not changes:
+            return Outcome(review.allowed(request.uid), "skipped")
+        raise Denial(
+            f"kvinject's record of the injection cannot change after admission: {'; '.join(changes)}; kvinject chose"
+            " the pod's targets and secrets when it admitted it, from these values (recreate the pod to change them)",
+            403,
+            "record-changed",
         )
 
     async def _validate_ephemeral(self, request: review.Request, pod: dict[str, Any]) -> Outcome:
@@ -102,14 +181,17 @@ class Validator:
         ]
         if not added:
             return Outcome(review.allowed(request.uid), "skipped")
+        taken = targets.ephemeral_problems(spec, added)
+        if taken:
+            # Denied whatever the enforcement: these are kvinject's own volumes and Secrets, never a policy question.
+            raise Denial("; ".join(taken), 403, "ephemeral-container")
         only_added = {"ephemeralContainers": added}
         mounted = {m.get("name") for c in added for m in c.get("volumeMounts") or [] if isinstance(m, dict)}
         volumes = [v for v in podrefs.csi_volumes(spec) if v.name in mounted]
         synced = await self._synced(request.namespace, podrefs.referenced_secrets(only_added))
-        injected_mount = is_injected(pod) and bool(mounted & {VOLUME_NAME})
-        if not volumes and not synced and not injected_mount:
+        if not volumes and not synced:
             return Outcome(review.allowed(request.uid), "skipped")
-        return await self._judge(request, pod, volumes, synced, injected_mount, rollout.pod_is_kvinjects(pod))
+        return await self._judge(request, pod, volumes, synced, False, rollout.pod_is_kvinjects(pod))
 
     async def _synced(self, namespace: str, names: list[str]) -> dict[str, list[SecretProviderClass]]:
         """Referenced Secrets that some SecretProviderClass syncs from Key Vault (any name: hand-written classes
@@ -132,9 +214,7 @@ class Validator:
 
     def _synced_findings(
         self,
-        namespace: str,
-        sa_name: str,
-        who: Identity,
+        readers: Readers,
         synced: dict[str, list[SecretProviderClass]],
         generated: dict[str, SecretProviderClass],
     ) -> list[tuple[str, str]]:
@@ -150,13 +230,19 @@ class Validator:
                     )
                 )
             for found in classes:
-                where = f"Secret {secret} holds Key Vault objects synced by SecretProviderClass {found.name}"
                 provider = providers.for_class(found.provider)
                 if provider is None:
                     continue  # a store kvinject does not judge: its objects are not this policy's
+                where = f"Secret {secret} holds {provider.objects_name} objects synced by SecretProviderClass"
+                where += f" {found.name}"
+                try:
+                    who = readers.of(provider)
+                except Denial as denial:
+                    findings.append(("identity", f"{where}: {denial.message}"))
+                    continue
                 refs, problems = provider.declared_objects(found, who, self.settings)
                 findings += [("synced-secret", f"{where}: {p}") for p in problems]
-                decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+                decision = readers.decide(refs, who)
                 if not decision.allowed:
                     findings.append(("synced-secret", f"{where}: {decision.message}"))
         return findings
@@ -213,28 +299,29 @@ class Validator:
     ) -> Outcome:
         namespace = request.namespace
         ns, mode, warnings = where
-        try:
-            sa_name, account, who = await self.lookups.identity(namespace, pod)
-        except Denial as denial:
-            if denial.reason != "identity":
-                raise
-            verdict = judge.findings("validate", mode, "identity", [denial.message], {})
-            return Outcome(
-                review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
-                "allowed",
-                would_deny=verdict.would_deny,
-            )
-
+        sa_name, account = await self.lookups.account(namespace, pod)
+        readers = Readers(self, namespace, sa_name, account, pod)
         findings: list[tuple[str, str]] = []
         generated: dict[str, SecretProviderClass] = {}
         if injected:
+            try:
+                # kvinject's own injection reads from the pod's store, as the pod's identity there.
+                who = readers.of(providers.get(readers.store))
+            except Denial as denial:
+                if denial.reason != "identity":
+                    raise
+                verdict = judge.findings("validate", mode, "identity", [denial.message], {})
+                return Outcome(
+                    review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+                    "allowed",
+                    would_deny=verdict.would_deny,
+                )
+            assert account is not None
             tamper, expected = await self.injection.check_injected(namespace, pod, account, who, ns)
             findings.extend(tamper)
             if not tamper and expected is not None and expected.init is not None:
                 # What kvinject-fetch will read, for the pod's current ServiceAccount.
-                decision = policy.decide(
-                    expected.refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id)
-                )
+                decision = readers.decide(expected.refs, who)
                 if not decision.allowed:
                     findings.append((decision.reason.value, f"init container {INIT_CONTAINER}: {decision.message}"))
             if expected is not None and expected.generated is not None:
@@ -248,10 +335,13 @@ class Validator:
                     # Never created on a dry run: judge the class kvinject would create.
                     generated[expected.class_name] = SecretProviderClass.from_object(expected.generated)
         for volume in volumes:
-            findings.extend(await self._check_volume(namespace, sa_name, who, volume, generated))
-        findings += self._synced_findings(namespace, sa_name, who, synced, generated)
+            findings.extend(await self._check_volume(readers, volume, generated))
+        findings += self._synced_findings(readers, synced, generated)
+        if not injected and findings and all(reason == "identity" for reason, _ in findings):
+            # Nothing else to say: the ServiceAccount has no identity in the store its volumes read.
+            findings = [("identity", message) for message in dict.fromkeys(readers.unresolved)]
 
-        audit = {"service-account": f"{namespace}/{sa_name}", "client-id": who.client_id}
+        audit = {"service-account": f"{namespace}/{sa_name}", "client-id": readers.client_ids()}
         reason = findings[0][0] if findings else "allowed"
         verdict = judge.findings("validate", mode, reason, [f for _, f in findings], audit)
         log.debug(
@@ -268,13 +358,9 @@ class Validator:
         )
 
     async def _check_volume(
-        self,
-        namespace: str,
-        sa_name: str,
-        who: Identity,
-        volume: podrefs.CsiVolume,
-        generated: dict[str, SecretProviderClass],
+        self, readers: Readers, volume: podrefs.CsiVolume, generated: dict[str, SecretProviderClass]
     ) -> list[tuple[str, str]]:
+        namespace = readers.namespace
         findings = self._volume_fields(volume)
         if not volume.provider_class:
             return [*findings, ("provider-class", f"volume {volume.name} names no secretProviderClass")]
@@ -293,10 +379,15 @@ class Validator:
         provider = providers.for_class(found.provider)
         if provider is None:
             return findings  # a store kvinject does not judge: its objects are not this policy's
+        try:
+            # The class's provider reads as the pod's identity in that store, whatever the pod's own store.
+            who = readers.of(provider)
+        except Denial as denial:
+            return [*findings, ("identity", f"volume {volume.name}: {denial.message}")]
         # The driver copies the volume's attributes over the class's parameters: judge what it will pass on.
         refs, problems = provider.declared_objects(found, who, self.settings, volume.attributes)
         findings += [("provider-class", f"volume {volume.name}: {p}") for p in problems]
-        decision = policy.decide(refs, namespace, sa_name, who, self.cluster.policies_for(who.client_id))
+        decision = readers.decide(refs, who)
         if not decision.allowed:
             findings.append((decision.reason.value, f"volume {volume.name}: {decision.message}"))
         return findings
@@ -322,6 +413,49 @@ class Validator:
                 )
             )
         return findings
+
+
+class Readers:
+    """The identities one pod reads as, resolved once per store: its own store's for what kvinject injected,
+    each class's provider's for the volumes and synced Secrets it mounts."""
+
+    def __init__(
+        self, validator: Validator, namespace: str, name: str, account: ServiceAccount | None, pod: dict[str, Any]
+    ):
+        self.validator = validator
+        self.namespace = namespace
+        self.name = name
+        self.account = account
+        annotations = (pod.get("metadata") or {}).get("annotations") or {}
+        # Raw reads: a pod whose annotations do not parse is judged (tampering, or its volumes) all the same.
+        store = annotations.get(STORE) if isinstance(annotations, dict) else None
+        self.store = store if isinstance(store, str) and providers.for_class(store) is not None else DEFAULT_STORE
+        role = annotations.get(VAULT_ROLE) if isinstance(annotations, dict) else None
+        self.role = role if isinstance(role, str) else None
+        self._resolved: dict[str, Identity | Denial] = {}
+        self.unresolved: list[str] = []
+
+    def of(self, provider: Provider) -> Identity:
+        """The identity `provider` reads as for this pod; a Denial (reason identity) when it has none."""
+        if provider.name not in self._resolved:
+            lookups = self.validator.lookups
+            try:
+                self._resolved[provider.name] = lookups.resolve(
+                    provider, self.namespace, self.name, self.account, self.role
+                )
+            except Denial as denial:
+                self._resolved[provider.name] = denial
+                self.unresolved.append(denial.message)
+        found = self._resolved[provider.name]
+        if isinstance(found, Denial):
+            raise found
+        return found
+
+    def decide(self, refs: list[ObjectRef], who: Identity) -> policy.Decision:
+        return policy.decide(refs, self.namespace, self.name, who, self.validator.cluster.policies_for(who.client_id))
+
+    def client_ids(self) -> str:
+        return ",".join(w.client_id for w in self._resolved.values() if isinstance(w, Identity))
 
 
 def unjudged(mode: Enforcement, denial: Denial) -> bool:

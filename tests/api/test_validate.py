@@ -133,17 +133,17 @@ HAND_WRITTEN = [
 
 @pytest.mark.parametrize(("pod", "message"), [c[1:] for c in HAND_WRITTEN], ids=[c[0] for c in HAND_WRITTEN])
 async def test_hand_written_pods(pod: dict[str, Any] | None, message: str | None) -> None:
-    if pod is None:  # a Secrets Store volume of another provider: not Key Vault's business
+    if pod is None:  # a Secrets Store volume of a provider kvinject serves no store for: not its business
         cluster = golden_cluster()
         cluster.apply(
             "ADDED",
             {
                 "kind": "SecretProviderClass",
-                "metadata": {"name": "vault-db", "namespace": "payments"},
-                "spec": {"provider": "vault", "parameters": {"roleName": "db"}},
+                "metadata": {"name": "gcp-db", "namespace": "payments"},
+                "spec": {"provider": "gcp", "parameters": {"secrets": "- resourceName: x"}},
             },
         )
-        answer = await post("/validate", admission_review(hand_written(volumes=[csi_volume("vault-db")])), cluster)
+        answer = await post("/validate", admission_review(hand_written(volumes=[csi_volume("gcp-db")])), cluster)
     else:
         answer = await post("/validate", admission_review(pod))
     if message is None:
@@ -260,3 +260,31 @@ async def test_decisions_are_counted_by_outcome_and_reason() -> None:
         text = (await c.get("/metrics")).text
     assert 'kvinject_policy_decisions_total{endpoint="validate",outcome="allowed",reason="allowed"} 1.0' in text
     assert 'kvinject_policy_decisions_total{endpoint="validate",outcome="denied",reason="synced-secret"} 1.0' in text
+
+
+VAULT_CLASS = {
+    "kind": "SecretProviderClass",
+    "metadata": {"name": "vault-db", "namespace": "payments"},
+    "spec": {"provider": "vault", "parameters": {"roleName": "db"}},
+}
+
+
+@pytest.mark.parametrize(
+    ("address", "message"),
+    [
+        ("https://vault.example:8200", "ServiceAccount payments/api has no vault.kvinject.io/role annotation"),
+        ("", "kvinject has no HashiCorp Vault configured (KVINJECT_HASHICORP_VAULT_ADDRESS is unset)"),
+    ],
+    ids=["vault-configured", "no-vault-configured"],
+)
+async def test_a_vault_volume_is_judged_with_the_pods_vault_identity(address: str, message: str) -> None:
+    # A pod of store azure mounting a hand-written provider: vault class reads as its Vault role there; with no
+    # Vault configured, kvinject cannot judge it and says so.
+    cluster = golden_cluster()
+    cluster.apply("ADDED", VAULT_CLASS)
+    settings = Settings(relaxable_namespaces=RELAXABLE, hashicorp_vault_address=address)
+    answer = await post(
+        "/validate", admission_review(hand_written(volumes=[csi_volume("vault-db")])), cluster, settings
+    )
+    assert answer["allowed"] is False
+    assert message in answer["status"]["message"]

@@ -420,8 +420,11 @@ async def test_class_writes_are_judged_on_their_own(
 async def test_class_writes_follow_settings_and_enforcement() -> None:
     node = class_review({**WORKLOAD, "useVMManagedIdentity": "true"})
     assert (await post("/validate", node, settings=Settings(allow_node_identity=True)))["allowed"] is True
-    other_provider = class_review({"roleName": "x"}, provider="vault")
+    other_provider = class_review({"secrets": "- resourceName: x"}, provider="gcp")  # a store kvinject has not
     assert (await post("/validate", other_provider))["allowed"] is True
+    vault = await post("/validate", class_review({"roleName": "x"}, provider="vault"))  # one it has: judged
+    assert vault["allowed"] is False
+    assert "cannot be judged as the Vault CSI provider reads it: objects is not a list" in vault["status"]["message"]
     node["request"]["namespace"] = "sandbox"  # warn mode, on the allowlist
     answer = await post("/validate", node)
     assert answer["allowed"] is True and any("would deny" in w for w in answer["warnings"]), answer

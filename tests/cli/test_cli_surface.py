@@ -21,6 +21,7 @@ from tests.harness import EXAMPLES, TENANT_ID, ServeProcess, admission_review, c
 from webhook import names
 from webhook.cli import parser
 from webhook.providers.azure import names as azure_names
+from webhook.providers.vault import names as vault_names
 from webhook.settings import Settings
 
 
@@ -87,9 +88,9 @@ def test_serve_help_lists_every_setting() -> None:
 def test_fetch_help_lists_the_environment_it_reads() -> None:
     shown = kvinject("fetch", "--help").stdout
     # Every environment variable name the init container's code knows (ENV_PREFIX is an annotation prefix).
-    constants = [getattr(m, n) for m in (names, azure_names) for n in dir(m) if n.startswith("ENV_")]
+    constants = [getattr(m, n) for m in (names, azure_names, vault_names) for n in dir(m) if n.startswith("ENV_")]
     variables = [v for v in constants if re.fullmatch(r"[A-Z][A-Z_]+", v)]
-    assert len(variables) >= 13
+    assert len(variables) >= 19
     assert [v for v in variables if not re.search(rf"^  {v} ", shown, re.M)] == []
 
 

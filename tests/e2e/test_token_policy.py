@@ -16,13 +16,18 @@ import yaml
 
 from tests.harness import MANIFESTS, ControlPlane, KvinjectServer, apply_docs, pick, rendered_manifests, wait_for
 from webhook.providers.azure.names import TOKEN_AUDIENCE
+from webhook.settings import Settings
 
 POLICY = "kvinject-token-requests"
 DENIED = f"ValidatingAdmissionPolicy '{POLICY}' with binding '{POLICY}' denied request: "
 AUDIENCE = TOKEN_AUDIENCE
+VAULT_AUDIENCE = Settings().hashicorp_vault_audience
 KVINJECT = "system:serviceaccount:kvinject:kvinject"
 OTHER = "token-minter"  # a user holding the very same ClusterRole
-AUDIENCES = 'kvinject may only request tokens whose audiences are exactly ["api://AzureADTokenExchange"]'
+AUDIENCES = (
+    'kvinject may only request tokens whose audiences are exactly ["api://AzureADTokenExchange"] (Azure) or ["vault"]'
+    " (HashiCorp Vault)"
+)
 LIFETIME = "kvinject may only request tokens that expire within 600 seconds"
 BOUND = "kvinject may only request tokens bound to no object"
 BOUND_TO_SECRET = ["--bound-object-kind", "Secret", "--bound-object-name", "api-token", "--bound-object-uid", "0" * 8]
@@ -81,9 +86,12 @@ def tenant(control_plane: ControlPlane, kvinject: KvinjectServer) -> Iterator[st
     apply_docs(cp, pick(rendered_manifests(cp), "ClusterRole"))
 
 
-def test_kvinject_mints_what_live_verification_asks_for(control_plane: ControlPlane, tenant: str) -> None:
-    # webhook/providers/azure/verify.py: audience api://AzureADTokenExchange, 600 seconds, no bound object.
-    result = create_token(control_plane, KVINJECT, tenant, "api", "--audience", AUDIENCE, "--duration", "600s")
+@pytest.mark.parametrize("audience", [AUDIENCE, VAULT_AUDIENCE], ids=["azure", "vault"])
+def test_kvinject_mints_what_live_verification_asks_for(
+    control_plane: ControlPlane, tenant: str, audience: str
+) -> None:
+    # webhook/providers/*/verify.py: Entra's audience or Vault's (the setting's default), 600 s, no bound object.
+    result = create_token(control_plane, KVINJECT, tenant, "api", "--audience", audience, "--duration", "600s")
     assert minted(result), result.stderr
 
 
@@ -93,6 +101,7 @@ def test_kvinject_mints_what_live_verification_asks_for(control_plane: ControlPl
         (None, "api", ["--audience", "api://other", "--duration", "600s"], AUDIENCES),
         (None, "api", ["--duration", "600s"], AUDIENCES),  # the API fills in its own audience
         (None, "api", ["--audience", AUDIENCE, "--audience", "api://other", "--duration", "600s"], AUDIENCES),
+        (None, "api", ["--audience", AUDIENCE, "--audience", VAULT_AUDIENCE, "--duration", "600s"], AUDIENCES),
         (None, "api", ["--audience", AUDIENCE, "--duration", "3600s"], LIFETIME),
         (None, "api", ["--audience", AUDIENCE], LIFETIME),  # the API's default lifetime: one hour
         (
@@ -110,6 +119,7 @@ def test_kvinject_mints_what_live_verification_asks_for(control_plane: ControlPl
         "other-audience",
         "no-audience",
         "extra-audience",
+        "both-audiences",
         "one-hour",
         "default-lifetime",
         "bound-object",

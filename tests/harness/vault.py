@@ -100,18 +100,23 @@ class _Keys:
 
 
 class VaultServer(Lifecycle):
-    """`vault server -config` on 127.0.0.1 with TLS and file storage under `workdir`; started, initialised (one key
-    share) and unsealed by start(), unsealed again by a later start(). `url` and `ca_file` are what clients need."""
+    """`vault server -config` on `host` with TLS and file storage under `workdir`; started, initialised (one key
+    share) and unsealed by start(), unsealed again by a later start(). `url` and `ca_file` are what clients need.
+    `host` is 127.0.0.1 unless a node's pods must reach Vault: then the node's address (192.0.2.10 inside
+    tests/isolated.sh's network), which the certificate names too."""
 
-    def __init__(self, workdir: Path, *, binary: Path | None = None, stop_timeout: float = 10.0) -> None:
+    def __init__(
+        self, workdir: Path, *, binary: Path | None = None, stop_timeout: float = 10.0, host: str = "127.0.0.1"
+    ) -> None:
         self.workdir = Path(workdir).resolve()
         self.binary = binary if binary is not None else require_vault()
         self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        self.host = host
+        self.url = f"https://{host}:{self.port}"
         self.pki = PKI(self.workdir / "pki", ca_common_name="kvinject-e2e-vault-ca")
         self.ca_file = self.pki.ca_cert
         self.cert_file, self.key_file = self.pki.issue(
-            "vault", "vault", dns_names=["localhost"], ip_addresses=["127.0.0.1"], server=True
+            "vault", "vault", dns_names=["localhost"], ip_addresses=sorted({"127.0.0.1", host}), server=True
         )
         self.config_file = self.workdir / "vault.hcl"
         self.log_path = self.workdir / "vault.log"
@@ -148,7 +153,7 @@ storage "file" {{
   path = "{self.workdir / "data"}"
 }}
 listener "tcp" {{
-  address         = "127.0.0.1:{self.port}"
+  address         = "{self.host}:{self.port}"
   tls_cert_file   = "{self.cert_file}"
   tls_key_file    = "{self.key_file}"
   tls_min_version = "tls12"
@@ -302,3 +307,24 @@ __all__ = [
     "require_vault",
     "vault_binary",
 ]
+
+
+def access_policy(
+    name: str,
+    role: str,
+    accounts: Sequence[tuple[str, str]],
+    allow: Mapping[str, Sequence[str]],
+    mount: str = KUBERNETES_MOUNT,
+) -> dict[str, Any]:
+    """A SecretAccessPolicy for Vault role `role`: `accounts` mirror the role's bound ServiceAccounts, `allow`
+    maps path globs (`<mount>/<path>`) to key globs."""
+    return {
+        "apiVersion": "kvinject.io/v1alpha1",
+        "kind": "SecretAccessPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "identity": {"vault": {"authMount": mount, "role": role}},
+            "federatedServiceAccounts": [{"namespace": n, "name": a} for n, a in accounts],
+            "allow": [{"path": p, "keys": list(k)} for p, k in allow.items()],
+        },
+    }

@@ -33,6 +33,8 @@ def test_cluster_role_is_the_minimum() -> None:
         (("",), ("namespaces",), ()): ["get", "list", "watch"],
         (("secrets-store.csi.x-k8s.io",), ("secretproviderclasses",), ()): ["create", "get", "list", "watch"],
         (("kvinject.io",), ("secretaccesspolicies",), ()): ["get", "list", "watch"],
+        # The opted-in pods of a namespace whose SecretProviderClass is written (a label-selected list).
+        (("",), ("pods",), ()): ["list"],
         # Events about what it denied or would deny; patch only to count repeats of its own.
         (("",), ("events",), ()): ["create", "patch"],
         # Certificate mode self: the caBundle of its own webhook configurations, by name only.
@@ -43,9 +45,8 @@ def test_cluster_role_is_the_minimum() -> None:
             "update",
         ],
         # restart-on-change: the driver's per-pod version records, whose pods and workloads they are, and the
-        # patch that rolls a workload (get+patch on the three kinds it rolls; pods are only read, one by one).
+        # patch that rolls a workload (get+patch on the three kinds it rolls; its pods through the list above).
         (("secrets-store.csi.x-k8s.io",), ("secretproviderclasspodstatuses",), ()): ["list", "watch"],
-        (("",), ("pods",), ()): ["get"],
         (("apps",), ("replicasets",), ()): ["get"],
         (("apps",), ("deployments", "statefulsets", "daemonsets"), ()): ["get", "patch"],
     }
@@ -54,11 +55,11 @@ def test_cluster_role_is_the_minimum() -> None:
         (("",), ("secrets",), ("kvinject-tls",)): ["get", "list", "update", "watch"],
         (("",), ("secrets",), ()): ["create"],
     }
-    # No wildcards, no delete anywhere; pods are never listed, watched or written.
+    # Pods are only listed (no get, no watch: never cached), no wildcards, no delete anywhere.
     verbs = [v for kind in ("ClusterRole", "Role") for vs in rules(kind).values() for v in vs]
     resources = [r for kind in ("ClusterRole", "Role") for key in rules(kind) for r in key[1]]
     assert "*" not in verbs + resources and "delete" not in verbs
-    assert [v for key, vs in rules("ClusterRole").items() if "pods" in key[1] for v in vs] == ["get"]
+    assert [vs for kind in ("ClusterRole", "Role") for key, vs in rules(kind).items() if "pods" in key[1]] == [["list"]]
 
 
 def test_every_rule_is_justified_by_a_comment() -> None:
@@ -112,10 +113,14 @@ def test_webhook_configurations() -> None:
     assert (ours["name"], ours["failurePolicy"]) == ("validate.kvinject.io", "Fail")
     # Audit-first: what is not kvinject's fails open until the platform enforces (docs/rollout.md).
     assert (others["name"], others["failurePolicy"]) == ("validate-others.kvinject.io", "Ignore")
+    # Pod UPDATEs go to kvinject's entry only: its record on its own pods stays as admitted.
+    update = {"apiGroups": [""], "apiVersions": ["v1"], "operations": ["UPDATE"], "resources": ["pods"]}
+    assert [r for r in ours["rules"] if r != {**update, "scope": "Namespaced"}] == others["rules"]
     for hook in (ours, others):
-        assert hook["sideEffects"] == "None" and hook["rules"] == ours["rules"]
+        assert hook["sideEffects"] == "None"
     # The two entries split one set: the second takes exactly what the first does not.
-    (kvinject_pod,) = ours["matchConditions"]
+    kvinject_pod, record = ours["matchConditions"]
+    assert record["name"] == "changes-kvinjects-record"  # of pod UPDATEs, only those changing kvinject's record
     not_kvinject, relevant = others["matchConditions"]
     assert " ".join(not_kvinject["expression"].split()) == f"!( {' '.join(kvinject_pod['expression'].split())} )"
     assert "k.startsWith('kvinject.io/')" in relevant["expression"]  # annotations without the label: warned
@@ -127,7 +132,7 @@ def test_webhook_configurations() -> None:
         "validate-classes-others.kvinject.io",
         "Ignore",
     ]
-    assert ours["matchConditions"][0] == others["matchConditions"][0]  # Azure classes only
+    assert ours["matchConditions"][0] == others["matchConditions"][0]  # classes of the stores kvinject serves
     assert others["matchConditions"][1]["expression"] == f"!({ours['matchConditions'][1]['expression']})"
 
 
@@ -202,7 +207,9 @@ def test_token_request_policy_is_in_the_live_verification_overlay_only() -> None
     (condition,) = policy["spec"]["matchConditions"]
     assert condition["expression"] == f"request.userInfo.username == '{KVINJECT_SA}'"
     expressions = " ".join(" ".join(v["expression"].split()) for v in policy["spec"]["validations"])
-    assert "object.spec.audiences == ['api://AzureADTokenExchange']" in expressions
+    assert (
+        "(object.spec.audiences == ['api://AzureADTokenExchange'] || object.spec.audiences == ['vault'])" in expressions
+    )
     assert "object.spec.expirationSeconds <= 600" in expressions
     assert "object.spec.boundObjectRef == null" in expressions
     assert "['kube-system', 'kube-public', 'kube-node-lease', 'kvinject']" in expressions

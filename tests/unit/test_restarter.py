@@ -44,9 +44,17 @@ class FakeApi:
         self.lock = threading.Lock()
         self.before_patch: Any = None  # called once before the next patch is applied (another replica's write)
 
-    def list_all(self, collection: str) -> tuple[list[dict[str, Any]], str]:
-        assert collection == POD_STATUSES
-        return copy.deepcopy(self.statuses), "1"
+    def list_all(self, collection: str, selectors: list[tuple[str, str]] | None = None) -> tuple[list[Any], str]:
+        if collection == POD_STATUSES:
+            return copy.deepcopy(self.statuses), "1"
+        # A pod, as kvinject reads one: listed by name and the opt-in label.
+        assert dict(selectors or []) == {
+            "fieldSelector": dict(selectors or []).get("fieldSelector", ""),
+            "labelSelector": "kvinject.io/inject=true",
+        }
+        name = dict(selectors or [])["fieldSelector"].removeprefix("metadata.name=")
+        found = self.get(f"{collection}/{name}")
+        return ([found] if found is not None else []), "1"
 
     def watch(
         self, collection: str, selector: str, stop: threading.Event, version: str = ""

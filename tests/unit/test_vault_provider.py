@@ -3,6 +3,8 @@ and hand-written provider: vault classes judged as the Vault CSI provider reads 
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import yaml
 
@@ -279,14 +281,38 @@ def test_class_problems(found: SecretProviderClass, expected: list[str]) -> None
     assert VAULT.class_problems(found, SETTINGS) == expected
 
 
-def test_azure_identity_leaves_vault_classes_unjudged() -> None:
-    # Until /validate resolves identities per store, a Vault volume on an Azure pod is judged as before: not at all.
-    assert VAULT.declared_objects(vault_class(roleName="admin"), Identity("cid", "tid"), SETTINGS) == ([], [])
+@pytest.mark.parametrize(
+    ("provider", "found", "who"),
+    [
+        pytest.param(VAULT, vault_class(roleName="admin"), Identity("cid", "tid"), id="vault-class-azure-identity"),
+        pytest.param(
+            providers.get("azure"),
+            SecretProviderClass.from_object(
+                {
+                    "metadata": {"name": "handmade", "namespace": "payments"},
+                    "spec": {"provider": "azure", "parameters": {}},
+                }
+            ),
+            Identity("payments", "kubernetes", store="vault"),
+            id="azure-class-vault-identity",
+        ),
+    ],
+)
+def test_a_class_is_judged_only_with_its_own_stores_identity(
+    provider: Any, found: SecretProviderClass, who: Identity
+) -> None:
+    # The pipeline resolves each class's identity with the provider serving it; a mismatch is denied, never empty.
+    refs, problems = provider.declared_objects(found, who, SETTINGS)
+    assert refs == []
+    assert problems == [
+        f"SecretProviderClass handmade (provider: {found.provider}) cannot be judged for a {who.store} identity"
+    ]
 
 
 def test_init_spec_logs_in_with_the_projected_token() -> None:
     spec = VAULT.init_spec(WHO, SETTINGS)
     assert dict(spec.env) == {
+        "KVINJECT_STORE": "vault",  # kvinject fetch reads with the Vault provider
         "VAULT_ADDR": ADDRESS,
         "KVINJECT_HASHICORP_VAULT_ROLE": "payments",
         "KVINJECT_HASHICORP_VAULT_AUTH_MOUNT": "kubernetes",

@@ -20,7 +20,7 @@ import orjson
 
 from webhook.cluster.base import KINDS, Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
-from webhook.names import CLASS_API_VERSION
+from webhook.names import CLASS_API_VERSION, INJECT_LABEL
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,23 @@ class KubeCluster(Cluster):
         obj = await self._fetch("SecretProviderClass", path)
         return SecretProviderClass.from_object(obj) if obj else None
 
+    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+        # Read live when a SecretProviderClass is written (rare), rather than watching pods; only those carrying the
+        # opt-in label: kvinject reads no other pod.
+        return await asyncio.to_thread(self._opted_in_pods, namespace)
+
+    def _opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+        try:
+            path = f"/api/v1/namespaces/{namespace}/pods"
+            listed = self._pages(path, "Pod", [("labelSelector", INJECT_LABEL)])
+        except ClusterError:
+            raise
+        except Exception as exc:  # urllib3's connection errors
+            raise self._unreachable(exc) from None
+        if listed is None:
+            raise ClusterError(f"list pods in {namespace}: HTTP 404")
+        return listed[0]
+
     def _post(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
         if self._read_only:
@@ -268,12 +285,16 @@ class KubeCluster(Cluster):
         self._replace(resource, shadow)
         return version
 
-    def _pages(self, path: str, what: str) -> tuple[list[dict[str, Any]], str] | None:
+    def _pages(
+        self, path: str, what: str, selector: list[tuple[str, Any]] | None = None
+    ) -> tuple[list[dict[str, Any]], str] | None:
         """Every item of a list path, page by page, and the list's resourceVersion; None on 404."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
-            query: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", token)] if token else [])
+            query: list[tuple[str, Any]] = [("limit", 500), *(selector or [])] + (
+                [("continue", token)] if token else []
+            )
             resp = self._request("GET", path, query, timeout=(self._timeout, 60))
             data = resp.data
             if resp.status == 404:
@@ -431,13 +452,17 @@ class ApiObjects:
         except Exception as exc:
             raise ClusterError(f"the Kubernetes API did not answer {method} {path}: {type(exc).__name__}") from None
 
-    def list_all(self, collection: str) -> tuple[list[dict[str, Any]], str] | None:
-        """Every object of `collection`, page by page, and the list's resourceVersion (to watch from); None when
-        the API does not serve it (a CRD not installed)."""
+    def list_all(
+        self, collection: str, selectors: list[tuple[str, str]] | None = None
+    ) -> tuple[list[dict[str, Any]], str] | None:
+        """Every object of `collection` (narrowed by `selectors`: fieldSelector, labelSelector), page by page, and
+        the list's resourceVersion (to watch from); None when the API does not serve it (a CRD not installed)."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
-            query: list[tuple[str, Any]] = [("limit", 500)] + ([("continue", token)] if token else [])
+            query: list[tuple[str, Any]] = [("limit", 500), *(selectors or [])] + (
+                [("continue", token)] if token else []
+            )
             try:
                 resp = _call(self._api, "GET", collection, query, None, (self._timeout, 60))
                 status, data = int(resp.status), bytes(resp.data or b"")

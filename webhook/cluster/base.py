@@ -118,6 +118,11 @@ class Cluster(ABC):
             found = await self._fetch_provider_class(namespace, name)
         return found
 
+    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+        """The pods of a namespace that carry the opt-in label (any value), read live: kvinject keeps no pods. A file
+        source holds none."""
+        return []
+
     # -- source-specific ---------------------------------------------------
     @abstractmethod
     def ready(self) -> bool: ...

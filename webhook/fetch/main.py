@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TextIO
 
-from webhook import providers
-from webhook.fetch.config import ENVIRONMENT, ConfigError, FetchConfig, load_config, termination_log_path
+from webhook import names, providers
+from webhook.fetch.config import ENVIRONMENT, STORES, ConfigError, FetchConfig, load_config, termination_log_path
 from webhook.fetch.files import WriteError, remove_stale_temps, write_all
 from webhook.fetch.reading import Clock, ReadOutcome, fetch_all
 from webhook.fetch.report import fail, log
@@ -59,15 +59,15 @@ def run(
 ) -> int:
     """`kvinject fetch` against an explicit environment and reader (tests pass their own)."""
     err = stderr or sys.stderr
-    provider = providers.default()
     try:
-        config = load_config(env, provider)
+        config = load_config(env)
     except ConfigError as exc:
         lines = [f"configuration: {problem}" for problem in exc.problems]
         for line in lines:
             log(err, line)
         return fail(termination_log_path(env), lines, err, EXIT_CONFIG)
     try:
+        provider = providers.get(config.store)
         reader = reader_factory(config) if reader_factory else provider.reader(config.access, config.timeout)
     except ValueError as exc:  # the SDK refused the identity settings
         line = f"configuration: cannot set up the workload identity credential: {exc}"
@@ -84,14 +84,16 @@ DESCRIPTION = "The kvinject-fetch init container: read every object, then write 
 
 
 def epilog() -> str:
-    """The environment `kvinject fetch` reads: kvinject's own and the store's (the webhook sets all of them)."""
-    rows = {**ENVIRONMENT, **providers.default().environment_help}
-    width = max(len(n) for n in rows)
-    lines = [f"  {name.ljust(width)}  {text}" for name, text in rows.items()]
+    """The environment `kvinject fetch` reads: kvinject's own and each store's (the webhook sets all of them)."""
+    tables = {"environment (set by the webhook on the kvinject-fetch init container):": ENVIRONMENT}
+    for store in STORES:
+        tables[f"\nwith {names.ENV_STORE}={store}, also:"] = providers.get(store).environment_help
+    width = max(len(n) for rows in tables.values() for n in rows)
+    lines = []
+    for title, rows in tables.items():
+        lines += [title, *(f"  {name.ljust(width)}  {text}" for name, text in rows.items())]
     return (
-        "environment (set by the webhook on the kvinject-fetch init container):\n"
-        + "\n".join(lines)
-        + "\n\nexit codes: 0 every object written, 1 a read failed (reasons in the termination log),"
+        "\n".join(lines) + "\n\nexit codes: 0 every object written, 1 a read failed (reasons in the termination log),"
         " 2 unusable environment"
     )
 

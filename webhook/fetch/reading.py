@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from webhook.fetch.config import FetchConfig
-from webhook.fetch.report import failure_reason
+from webhook.fetch.report import reason_for
 from webhook.providers.reading import ATTEMPT_TIMEOUT_CAP, VAULT_WIDE, ObjectSpec, Reader, ReadError
 
 BACKOFF_BASE = 0.5  # seconds before the first retry (before jitter)
@@ -93,7 +93,7 @@ def read_with_retries(
 def _failed(
     obj: ObjectSpec, error: ReadError, attempts: int, config: FetchConfig, out_of_time: bool = False
 ) -> ReadOutcome:
-    reason = failure_reason(obj, error, attempts, config.access.principal, out_of_time)
+    reason = reason_for(obj, error, attempts, config.access, out_of_time)
     return ReadOutcome(obj, reason=reason, vault_wide=error.kind in VAULT_WIDE)
 
 

@@ -7,14 +7,25 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from webhook.providers.reading import FailureKind, ObjectSpec, ReadError
+from webhook.providers.reading import Access, FailureKind, ObjectSpec, ReadError, WordsFailures
 
 TERMINATION_LOG_LIMIT = 4096  # the kubelet keeps at most this many bytes
 
 
+def tried_text(attempts: int, out_of_time: bool = False) -> str:
+    return f" after {attempts} attempt{'s' if attempts != 1 else ''}" + (" (time budget spent)" if out_of_time else "")
+
+
+def reason_for(obj: ObjectSpec, error: ReadError, attempts: int, access: Access, out_of_time: bool = False) -> str:
+    """The reason for a failed object in its store's words: the access's own, else Key Vault's."""
+    if isinstance(access, WordsFailures):
+        return access.failure_reason(obj, error, tried_text(attempts, out_of_time))
+    return failure_reason(obj, error, attempts, access.principal, out_of_time)
+
+
 def failure_reason(obj: ObjectSpec, error: ReadError, attempts: int, principal: str, out_of_time: bool = False) -> str:
-    """The human reason for a failed object (the part after `alias (vault/name): `)."""
-    tried = f" after {attempts} attempt{'s' if attempts != 1 else ''}" + (" (time budget spent)" if out_of_time else "")
+    """The human reason for a failed Key Vault object (the part after `alias (vault/name): `)."""
+    tried = tried_text(attempts, out_of_time)
     match error.kind:
         case FailureKind.DENIED:
             return f"identity {principal} may not read {obj.vault}/{obj.name} (Key Vault: {error.detail})"

@@ -35,14 +35,21 @@ class Provider(Protocol):
 
     name: str  # spec.provider of the SecretProviderClasses it serves
     store_name: str  # how messages name the store's side ("Azure")
+    objects_name: str  # how messages name what a class reads ("Key Vault" objects)
     identity_environment: tuple[str, ...]  # the init container's variables naming the identity
     endpoint_environment: tuple[str, ...]  # ... and where the store is
     environment_help: dict[str, str]  # every variable `kvinject fetch` reads for this store -> what it means
 
     def resolve_identity(
-        self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings
+        self,
+        namespace: str,
+        name: str,
+        account: ServiceAccount | None,
+        settings: Settings,
+        requested_role: str | None = None,
     ) -> Identity | str:
-        """The identity a ServiceAccount reads as, or the sentence telling how to fix it."""
+        """The identity a ServiceAccount reads as (`requested_role`: the pod's own choice, for stores that let a
+        pod name one), or the sentence telling how to fix it."""
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
         """spec.parameters of the class kvinject generates for a csi-mode request."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from webhook.contract import ObjectType
 
@@ -17,17 +17,20 @@ ATTEMPT_TIMEOUT_CAP = 15.0  # one attempt at a read never gets more seconds than
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One object to read: `alias` is the output file name."""
+    """One object to read: `alias` is the output file name. `key` is the field of a HashiCorp Vault secret (its
+    `vault` is the KV v2 mount, its `name` the path); Key Vault objects have none."""
 
     alias: str
     vault: str
     name: str
     type: ObjectType = ObjectType.SECRET
     version: str = ""
+    key: str = ""
 
     @property
     def label(self) -> str:
         ref = f"{self.vault}/{self.name}" + (f"@{self.version}" if self.version else "")
+        ref += f"#{self.key}" if self.key else ""
         return f"{self.alias} ({ref})"
 
 
@@ -73,3 +76,11 @@ class Access(Protocol):
 
     @property
     def principal(self) -> str: ...
+
+
+@runtime_checkable
+class WordsFailures(Protocol):
+    """An Access whose store words its own failure reasons (Key Vault's wording is `kvinject fetch`'s default)."""
+
+    def failure_reason(self, obj: ObjectSpec, error: ReadError, tried: str) -> str:
+        """The reason after `alias (ref): `; `tried` is " after N attempts" (and the budget note) or ""."""

@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.harness import ControlPlane, VaultMissing, VaultServer, require_vault, unavailable
+from tests.e2e.vault.site import Site
+from tests.harness import ControlPlane, KvinjectServer, VaultMissing, VaultServer, require_vault, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +29,17 @@ def vault(control_plane: ControlPlane, tmp_path_factory: pytest.TempPathFactory)
         server.enable_kubernetes_auth(control_plane)
         yield server
         server.check_alive()
+
+
+@pytest.fixture
+def site(
+    control_plane: ControlPlane, kvinject: KvinjectServer, vault: VaultServer, namespace: str, tmp_path: Path
+) -> Iterator[Site]:
+    """The namespace's Vault role, its mirror policy and kvinject serving with Vault settings (site.py)."""
+    site = Site(control_plane, kvinject, vault, namespace, tmp_path)
+    site.seed()
+    site.start()
+    try:
+        yield site
+    finally:
+        site.stop()

@@ -43,13 +43,20 @@ if TYPE_CHECKING:
 class AzureProvider:
     name = PROVIDER
     store_name = "Azure"
+    objects_name = "Key Vault"
     identity_environment = (ENV_CLIENT_ID, ENV_TENANT_ID, ENV_TOKEN_FILE, ENV_AUTHORITY)
     endpoint_environment = (ENV_VAULT_DNS_SUFFIX, ENV_VAULT_URLS)
     environment_help = FETCH_ENVIRONMENT
 
     def resolve_identity(
-        self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings
+        self,
+        namespace: str,
+        name: str,
+        account: ServiceAccount | None,
+        settings: Settings,
+        requested_role: str | None = None,
     ) -> Identity | str:
+        # A pod cannot choose its Entra identity: the ServiceAccount's client-id annotation is the federation.
         return identity.resolve(namespace, name, account, settings.tenant_id)
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
@@ -62,6 +69,10 @@ class AzureProvider:
         settings: Settings,
         attributes: Mapping[str, str] | None = None,
     ) -> tuple[list[ObjectRef], list[str]]:
+        if who.store != PROVIDER:
+            # The pipeline asks with the identity this provider resolved; anything else is not judged: deny.
+            problem = f"SecretProviderClass {found.name} (provider: azure) cannot be judged for a {who.store} identity"
+            return [], [problem]
         return classes.declared_objects(
             found, who.client_id, settings.allow_node_identity, settings.allow_pod_identity, attributes
         )

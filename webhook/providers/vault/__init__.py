@@ -3,21 +3,22 @@
 - `identity`: the ServiceAccount's role (its vault.kvinject.io/role annotation, or the pod's);
 - `classes`: SecretProviderClass parameters, generated and read as the Vault CSI provider reads them;
 - `answers`: what Vault's HTTP answers mean (logins, KV v2 reads, sys/capabilities-self), pure;
-- the init container's login and reads, and live verification: their HTTP is not written yet, and
-  unreachable: the pipeline resolves identities with the default provider until it selects one per store.
+- `verify`: live verification, a login as the role and sys/capabilities-self for every path;
+- `access` and `reader`: the init container's login and KV v2 reads (`kvinject fetch` with KVINJECT_STORE=vault).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from webhook.contract import InjectionRequest, ObjectRef
 from webhook.identity import Identity
 from webhook.model import SecretProviderClass, ServiceAccount
-from webhook.names import STORE_VAULT, TOKEN_DIR, TOKEN_FILE
+from webhook.names import ENV_STORE, STORE_VAULT, TOKEN_DIR, TOKEN_FILE
 from webhook.plan import InitSpec
 from webhook.providers.vault import classes, identity
+from webhook.providers.vault.access import VaultAccess, access_from_env
 from webhook.providers.vault.names import (
     CA_KEY,
     ENV_ADDRESS,
@@ -49,15 +50,26 @@ def server(settings: Settings) -> classes.Server:
 class VaultProvider:
     name = PROVIDER
     store_name = "Vault"
+    objects_name = "Vault"
     identity_environment = (ENV_ROLE, ENV_AUTH_MOUNT, ENV_TOKEN_FILE)
     endpoint_environment = (ENV_ADDRESS, ENV_CA_CERT)
     environment_help = FETCH_ENVIRONMENT
 
     def resolve_identity(
-        self, namespace: str, name: str, account: ServiceAccount | None, settings: Settings
+        self,
+        namespace: str,
+        name: str,
+        account: ServiceAccount | None,
+        settings: Settings,
+        requested_role: str | None = None,
     ) -> Identity | str:
-        # The pod's kvinject.io/vault-role reaches identity.resolve once Lookups.identity passes the request.
-        return identity.resolve(namespace, name, account, settings.hashicorp_vault_auth_mount)
+        if not settings.hashicorp_vault_address:
+            # Nothing to log in to, and no server to judge a class's vaultAddress against: deny, saying why.
+            return (
+                "kvinject has no HashiCorp Vault configured (KVINJECT_HASHICORP_VAULT_ADDRESS is unset), so it"
+                " cannot judge or inject Vault secrets: ask the platform team to set it"
+            )
+        return identity.resolve(namespace, name, account, settings.hashicorp_vault_auth_mount, requested_role)
 
     def class_parameters(self, wanted: InjectionRequest, who: Identity, settings: Settings) -> dict[str, str]:
         return classes.parameters(wanted, who.client_id, server(settings))
@@ -70,9 +82,9 @@ class VaultProvider:
         attributes: Mapping[str, str] | None = None,
     ) -> tuple[list[ObjectRef], list[str]]:
         if who.store != STORE_VAULT:
-            # Until the pipeline resolves a volume's identity with the provider serving its class, /validate
-            # asks with the pod's Azure identity: a Vault class stays unjudged there, as before this provider.
-            return [], []
+            # The pipeline asks with the identity this provider resolved; anything else is not judged: deny.
+            problem = f"SecretProviderClass {found.name} (provider: vault) cannot be judged for a {who.store} identity"
+            return [], [problem]
         return classes.declared_objects(found, who.client_id, who.tenant_id, server(settings), attributes)
 
     def class_problems(self, found: SecretProviderClass, settings: Settings) -> list[str]:
@@ -80,6 +92,7 @@ class VaultProvider:
 
     def init_spec(self, who: Identity, settings: Settings) -> InitSpec:
         env: tuple[tuple[str, str], ...] = (
+            (ENV_STORE, STORE_VAULT),  # kvinject fetch reads with this provider
             (ENV_ADDRESS, settings.hashicorp_vault_address),
             (ENV_ROLE, who.client_id),
             (ENV_AUTH_MOUNT, who.tenant_id),
@@ -99,17 +112,17 @@ class VaultProvider:
         return list(refs)
 
     def live_verifier(self, settings: Settings, cluster: Cluster, metrics: Metrics) -> LiveVerifier:
-        # NOT IMPLEMENTED (issue 16): login with a TokenRequest token, then sys/capabilities-self per path.
-        # Unreachable: the pipeline builds its verifier from providers.default() (Azure) only.
-        raise NotImplementedError("live verification for HashiCorp Vault is not written yet")
+        from webhook.providers.vault.verify import Verifier  # the HTTP client loads only when verification runs
 
-    def access_from_env(self, env: Mapping[str, str]) -> tuple[Any, list[str], list[str]]:
-        # NOT IMPLEMENTED (issue 16): kvinject fetch reads Azure only until fetch/config selects the store.
-        raise NotImplementedError("kvinject fetch cannot read HashiCorp Vault yet")
+        return Verifier(settings, cluster, metrics)
 
-    def reader(self, access: Any, timeout: float, assertion: Any = None) -> Reader:
-        # NOT IMPLEMENTED (issue 16): the hvac login and KV v2 reads behind providers/reading.py.
-        raise NotImplementedError("kvinject fetch cannot read HashiCorp Vault yet")
+    def access_from_env(self, env: Mapping[str, str]) -> tuple[VaultAccess | None, list[str], list[str]]:
+        return access_from_env(env)
+
+    def reader(self, access: VaultAccess, timeout: float, assertion: Callable[[], str] | None = None) -> Reader:
+        from webhook.providers.vault.reader import VaultReader  # http.client and ssl load only for real reads
+
+        return VaultReader(access, timeout, assertion)
 
 
 INSTANCE = VaultProvider()
