@@ -22,6 +22,7 @@ from webhook.injection import Outcome
 from webhook.metrics import Metrics
 from webhook.mutation import Mutator
 from webhook.notices import Notices
+from webhook.restarter import Restarter
 from webhook.settings import Settings
 from webhook.validation import Validator
 
@@ -59,9 +60,11 @@ def create_app(
     cluster: Cluster,
     metrics: Metrics | None = None,
     not_ready: Callable[[FastAPI], str | None] | None = None,
+    restarter: Restarter | None = None,
 ) -> FastAPI:
     """`not_ready`: a further readiness condition (why not ready, or None), e.g. the served certificate's CA
-    published in the webhook configurations (cert_mode self)."""
+    published in the webhook configurations (cert_mode self). `restarter`: restart-on-change, run on the
+    server's event loop beside the event writer."""
     metrics = metrics or Metrics()
     mutator = Mutator(settings, cluster, metrics)
     validator = Validator(settings, cluster, metrics)
@@ -73,10 +76,14 @@ def create_app(
         cluster.start()
         settle = asyncio.create_task(_freeze_when_ready(cluster))
         recorder.start()
+        if restarter is not None:
+            restarter.start(metrics, recorder)
         try:
             yield
         finally:
             settle.cancel()
+            if restarter is not None:
+                await restarter.stop()
             await recorder.stop()
             cluster.stop()
 

@@ -18,6 +18,7 @@ from webhook.policy import Enforcement
 from webhook.settings import Settings
 
 if TYPE_CHECKING:
+    from webhook.restarter import Restarter
     from webhook.selfcert import SelfCert
 
 
@@ -72,8 +73,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loaded: bytes | None = getattr(getattr(app.state, "tls", None), "loaded", None)
             return keeper.not_ready(loaded)
 
-    serve(create_app(settings, cluster, not_ready=not_ready), settings)
+    serve(create_app(settings, cluster, not_ready=not_ready, restarter=_restarter(settings)), settings)
     return EXIT_ALLOWED
+
+
+def _restarter(settings: Settings) -> Restarter | None:
+    """restart-on-change, when on and kvinject reads the API (a --cluster file has no pods to watch)."""
+    if not settings.restart_on_change or settings.cluster_file is not None:
+        return None
+    from webhook.cluster.api import ApiObjects
+    from webhook.restarter import Restarter
+
+    return Restarter(ApiObjects.from_config(settings.kubeconfig), settings)
 
 
 def _own_certificate(settings: Settings) -> SelfCert:

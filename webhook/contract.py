@@ -31,6 +31,7 @@ from webhook.names import (
     PREFIX,
     PROVIDER_CLASS,
     REFRESH,
+    RESTART_ON_CHANGE,
     SECRET_PREFIX,
     STATUS,
     STATUS_INJECTED,
@@ -48,7 +49,9 @@ from webhook.names import (
 
 # Keys kvinject writes itself; a user may not set them but re-admission must accept them.
 OUTPUT_KEYS = frozenset({STATUS, INJECTED_CONTAINERS})
-SINGLE_KEYS = frozenset({VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST, STORE, VAULT_ROLE, REFRESH})
+SINGLE_KEYS = frozenset(
+    {VAULT, MODE, CONTAINERS, MOUNT_PATH, PROVIDER_CLASS, INIT_FIRST, STORE, VAULT_ROLE, REFRESH, RESTART_ON_CHANGE}
+)
 
 # Bounds that keep one pod's admission cheap (Kubernetes caps all annotations at 256 KiB anyway).
 MAX_OBJECTS = 256
@@ -135,6 +138,7 @@ class InjectionRequest:
     store: str = DEFAULT_STORE  # the provider every ref names (webhook.providers.get)
     role: str | None = None  # store vault: the pod's kvinject.io/vault-role, over its ServiceAccount's
     refresh: int | None = None  # mode init: seconds between re-reads by the refresh sidecar; None: no sidecar
+    restart_on_change: bool = False  # csi: roll the owning workload when a mounted version changes
 
     @property
     def vaults(self) -> tuple[str, ...]:
@@ -369,7 +373,7 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None, 
         else:
             problems.append(
                 f"unknown annotation {key!r} (known: vault, secret-<alias>, env-<VAR>, mode,"
-                " containers, mount-path, provider-class, init-first, store, vault-role, refresh)"
+                " containers, mount-path, provider-class, init-first, store, vault-role, refresh, restart-on-change)"
             )
 
     if len(secrets) > MAX_OBJECTS:
@@ -414,6 +418,15 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None, 
     containers = _parse_containers(annotations[CONTAINERS], problems) if CONTAINERS in annotations else None
     recorded = _parse_recorded(annotations, problems)
     init_first = _parse_bool(INIT_FIRST, annotations[INIT_FIRST], problems) if INIT_FIRST in annotations else True
+    restart_on_change = False
+    if RESTART_ON_CHANGE in annotations:
+        restart_on_change = _parse_bool(RESTART_ON_CHANGE, annotations[RESTART_ON_CHANGE], problems)
+        if annotations[RESTART_ON_CHANGE] == "true" and mode is Mode.INIT:
+            # Only the CSI driver reports the versions a pod mounts; a silent no-op would promise restarts.
+            problems.append(
+                f"{RESTART_ON_CHANGE} works only in mode csi (the Secrets Store CSI driver reports the versions a"
+                " pod mounts): remove it, or use mode csi"
+            )
 
     provider_class = annotations.get(PROVIDER_CLASS)
     if provider_class is not None:
@@ -526,4 +539,5 @@ def _parse(annotations: Mapping[str, str], namespace_default_vault: str | None, 
         store=store or DEFAULT_STORE,
         role=role if grammar.role_annotation else None,
         refresh=refresh,
+        restart_on_change=restart_on_change,
     )

@@ -78,3 +78,22 @@ class Metrics:
             "SecretProviderClasses created",
             registry=self.registry,
         )
+        # restart-on-change (webhook/restarter.py): by workload kind, never by name.
+        self.restarts = Counter(
+            "kvinject_restarts",
+            "Workloads kvinject rolled because a mounted object's version changed, by kind and reason",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.restarts_deferred = Counter(
+            "kvinject_restarts_deferred",
+            "Restarts kvinject put off (rollout-in-progress, rate-limited, cluster-rate-limited), by kind and reason",
+            ["kind", "reason"],
+            registry=self.registry,
+        )
+        self.restart_failures = Counter(
+            "kvinject_restart_failures",
+            "Reads and writes of restart-on-change that the API refused or did not answer, by operation",
+            ["operation"],
+            registry=self.registry,
+        )

@@ -24,6 +24,8 @@ INIT_FIRST = PREFIX + "init-first"
 STORE = PREFIX + "store"  # which secret store every ref of the pod names (docs/vault-design.md)
 VAULT_ROLE = PREFIX + "vault-role"  # store vault: the Kubernetes-auth role, over the ServiceAccount's
 REFRESH = PREFIX + "refresh"  # mode init: re-read the objects at this interval in a native sidecar (docs/rotation.md)
+# csi mode: roll the pod's Deployment/StatefulSet/DaemonSet when a mounted object's version changes (docs/rotation.md).
+RESTART_ON_CHANGE = PREFIX + "restart-on-change"
 STATUS = PREFIX + "status"
 STATUS_INJECTED = "injected"
 # kvinject's record of the containers it injected into when it first injected the pod (names, comma-separated):
@@ -40,6 +42,13 @@ EVENT_WOULD_DENY = "KvinjectWouldDeny"  # audit or warn: admitted, but enforce w
 EVENT_DENIED = "KvinjectDenied"  # denied: the controller's FailedCreate says the same, this names kvinject
 EVENT_IGNORED = "KvinjectAnnotationsIgnored"  # kvinject.io/ annotations on a pod that is not opted in
 EVENT_COMPONENT = "kvinject"
+EVENT_RESTARTED = "KvinjectRestarted"  # restart-on-change rolled a workload (on the workload)
+EVENT_RESTART_UNSUPPORTED = "KvinjectRestartUnsupported"  # restart-on-change on a pod kvinject cannot roll
+
+# restart-on-change: what kvinject records on a workload it watches (its metadata, never its pod template), and
+# the pod-template annotation that rolls it, the one `kubectl rollout restart` writes.
+RESTART_STATE = PREFIX + "restart-state"
+RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 
 # -- Grammars of the contract (Key Vault's naming rules) -----------------------------------------------
 

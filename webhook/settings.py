@@ -132,6 +132,20 @@ class Settings(BaseSettings):
     # Every replica re-reads the Secret and its webhook configurations this often (and on every Secret change).
     cert_check_seconds: float = Field(default=30.0, gt=0)
 
+    # restart-on-change (csi mode, docs/rotation.md): every replica watches the Secrets Store CSI driver's
+    # SecretProviderClassPodStatus objects and rolls an opted-in pod's Deployment, StatefulSet or DaemonSet when
+    # a mounted object's version changes; off: the annotation is still accepted, nothing is rolled.
+    restart_on_change: bool = True
+    # At most one roll of a workload in this many seconds (later changes wait, then roll once).
+    restart_min_interval_seconds: float = Field(default=300.0, ge=0)
+    # At most this many rolls a minute by one replica, across the cluster (a widely shared object rotating
+    # does not roll every workload at once).
+    restart_max_per_minute: int = Field(default=20, ge=1)
+    # How often a workload whose change waits for a rollout is looked at again.
+    restart_retry_seconds: float = Field(default=15.0, gt=0)
+    # Changes reported within this many seconds of each other are decided together (pods of one workload).
+    restart_coalesce_seconds: float = Field(default=2.0, ge=0)
+
     _cloud: clouds.Cloud | None = PrivateAttr(default=None)
 
     @model_validator(mode="after")

@@ -49,6 +49,8 @@ def check_defaults(r: Objects) -> None:
     assert e["KVINJECT_CERT_MODE"] == "self" and e["KVINJECT_CERT_SECRET"] == "kvinject-tls"
     assert {"name": "certs", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod_spec(r)["volumes"]
     assert "KVINJECT_LIVE_VERIFY" not in e
+    assert "KVINJECT_RESTART_ON_CHANGE" not in e  # on
+    assert [rule for rule in RESTART_RULES if rule not in cluster_role_rules(r)] == []
     hooks = webhooks(r)
     assert {n: h["failurePolicy"] for n, h in hooks.items()} == {
         **{n: "Fail" for n in KVINJECTS},
@@ -127,6 +129,25 @@ def check_secret(r: Objects) -> None:
     assert "Certificate" not in kinds(r)
     for kind, name in WEBHOOK_CONFIGS:
         assert "annotations" not in one(r, kind, name)["metadata"]
+
+
+RESTART_RULES = [
+    {
+        "apiGroups": ["secrets-store.csi.x-k8s.io"],
+        "resources": ["secretproviderclasspodstatuses"],
+        "verbs": ["list", "watch"],
+    },
+    {"apiGroups": ["apps"], "resources": ["replicasets"], "verbs": ["get"]},
+    {"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"], "verbs": ["get", "patch"]},
+]
+
+
+def check_restart_on_change_off(r: Objects) -> None:
+    assert env(r)["KVINJECT_RESTART_ON_CHANGE"] == "false"
+    rules = cluster_role_rules(r)
+    assert [rule for rule in RESTART_RULES if rule in rules] == []
+    assert not any(rule["apiGroups"] == ["apps"] for rule in rules)
+    assert [rule["verbs"] for rule in rules if "pods" in rule["resources"]] == [["list"]]  # the class checks' own
 
 
 def check_live_verification(r: Objects) -> None:
@@ -305,6 +326,7 @@ CASES: list[tuple[str, dict[str, Any], str, Callable[[Objects], None]]] = [
         check_secret,
     ),
     ("live-verification", {"liveVerification": {"enabled": True}}, "kvinject", check_live_verification),
+    ("restart-on-change-off", {"restartOnChange": {"enabled": False}}, "kvinject", check_restart_on_change_off),
     ("release-namespace", {"liveVerification": {"enabled": True}}, "platform-kvinject", check_other_namespace),
     ("pdb-max-unavailable", {"podDisruptionBudget": {"maxUnavailable": 1}}, "kvinject", check_pdb_max_unavailable),
     ("pdb-disabled", {"podDisruptionBudget": {"enabled": False}}, "kvinject", check_pdb_disabled),

@@ -176,6 +176,7 @@ def test_json_logs_are_one_object_per_line_uvicorn_included(tmp_path: Path) -> N
     for part in (*parts, "not-opted-in-enforcement=enforce"):
         assert part in summary
     assert f"cluster=file {CLUSTER}" in summary
+    assert "restart-on-change=off (needs the API, not a --cluster file)" in summary
     assert any(r["message"].startswith("caches synced") for r in records)
 
 

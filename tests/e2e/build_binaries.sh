@@ -3,7 +3,7 @@
 #   kube-apiserver, kube-controller-manager, kubectl   (k8s.io/kubernetes)
 #   etcd                                                (go.etcd.io/etcd/server/v3)
 #   azwi-webhook                                        (github.com/Azure/azure-workload-identity/cmd/webhook)
-#   SecretProviderClass CRD                             (sigs.k8s.io/secrets-store-csi-driver)
+#   SecretProviderClass and SecretProviderClassPodStatus CRDs (sigs.k8s.io/secrets-store-csi-driver)
 #
 # Everything comes from the Go module proxy (no other download), is built with the
 # local Go toolchain and stored outside the repo, keyed by version:
@@ -11,6 +11,7 @@
 #                                           /bin/etcd-<v>/etcd
 #                                           /bin/azwi-<v>/azwi-webhook
 #                                           /crds/secrets-store-csi-driver-<v>/secrets-store.csi.x-k8s.io_secretproviderclasses.yaml
+#                                           /crds/secrets-store-csi-driver-<v>/secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses.yaml
 # Each step is skipped when its output already exists and works, so a second run takes
 # seconds. Versions are pinned in tests/e2e/versions.env (also read by tests/harness/controlplane.py).
 #
@@ -300,20 +301,22 @@ build_azwi() {
 # Secrets Store CSI driver: SecretProviderClass CRD
 # --------------------------------------------------------------------------------------
 fetch_sscsi_crd() {
-    local v=$SSCSI_VERSION out="$CACHE/crds/secrets-store-csi-driver-$SSCSI_VERSION"
-    local name=secrets-store.csi.x-k8s.io_secretproviderclasses.yaml
-    if [[ -s "$out/$name" ]] && grep -q 'kind: SecretProviderClass$' "$out/$name"; then
-        log "SecretProviderClass CRD $v: cached ($out/$name)"
-        return
-    fi
-    log "SecretProviderClass CRD $v: downloading sigs.k8s.io/secrets-store-csi-driver@$v"
-    local dir
-    dir=$(mod_download "sigs.k8s.io/secrets-store-csi-driver@$v" Dir)
-    [[ -f "$dir/config/crd/bases/$name" ]] || die "$name not found in sigs.k8s.io/secrets-store-csi-driver@$v ($dir)"
-    mkdir -p "$out"
-    install -m 0644 "$dir/config/crd/bases/$name" "$out/$name.partial"
-    mv -f "$out/$name.partial" "$out/$name"
-    log "SecretProviderClass CRD $v: copied to $out/$name"
+    # The SecretProviderClass CRD, and the driver's per-pod SecretProviderClassPodStatus (restart-on-change reads it).
+    local v=$SSCSI_VERSION out="$CACHE/crds/secrets-store-csi-driver-$SSCSI_VERSION" kind name dir=""
+    for kind in SecretProviderClass SecretProviderClassPodStatus; do
+        name=secrets-store.csi.x-k8s.io_${kind,,}es.yaml
+        if [[ -s "$out/$name" ]] && grep -q "kind: $kind\$" "$out/$name"; then
+            log "$kind CRD $v: cached ($out/$name)"
+            continue
+        fi
+        log "$kind CRD $v: downloading sigs.k8s.io/secrets-store-csi-driver@$v"
+        [[ -n "$dir" ]] || dir=$(mod_download "sigs.k8s.io/secrets-store-csi-driver@$v" Dir)
+        [[ -f "$dir/config/crd/bases/$name" ]] || die "$name not found in sigs.k8s.io/secrets-store-csi-driver@$v ($dir)"
+        mkdir -p "$out"
+        install -m 0644 "$dir/config/crd/bases/$name" "$out/$name.partial"
+        mv -f "$out/$name.partial" "$out/$name"
+        log "$kind CRD $v: copied to $out/$name"
+    done
 }
 
 # Run only when executed, not when sourced.

@@ -231,6 +231,7 @@ def kvinject_annotations(draw: Draw, containers: Sequence[str] = ("app",), hosti
         (kvnames.MOUNT_PATH, st.sampled_from(MOUNT_PATHS), ("/", "//", "/a/../b", "relative", "/a:b", ""), 20),
         (kvnames.PROVIDER_CLASS, st.sampled_from(PROVIDER_CLASSES), ("missing-class", "Payments-Shared"), 12),
         (kvnames.INIT_FIRST, st.sampled_from(("true", "false")), ("yes", "True", "0"), 15),
+        (kvnames.RESTART_ON_CHANGE, st.sampled_from(("true", "false")), ("yes", "True", ""), 10),
         (kvnames.STATUS, st.just(kvnames.STATUS_INJECTED), ("pending",), 8),
         (kvnames.INJECTED_CONTAINERS, names, ("", ",", "App", "app,app"), 6),
         (kvnames.PREFIX + "unknown", st.just("x"), (), 2),

@@ -40,6 +40,7 @@ E2E_DIR = Path(__file__).resolve().parents[1] / "e2e"
 VERSIONS_FILE = E2E_DIR / "versions.env"
 BUILD_SCRIPT = "tests/e2e/build_binaries.sh"
 SPC_CRD_FILENAME = "secrets-store.csi.x-k8s.io_secretproviderclasses.yaml"
+SPCPS_CRD_FILENAME = "secrets-store.csi.x-k8s.io_secretproviderclasspodstatuses.yaml"
 
 
 class ControlPlaneError(RuntimeError):
@@ -85,6 +86,7 @@ class Binaries:
     kubectl: Path
     azwi_webhook: Path
     spc_crd: Path
+    spcps_crd: Path  # the driver's per-pod status (restart-on-change)
     versions: dict[str, str]
 
     CONTROL_PLANE = ("etcd", "kube_apiserver", "kube_controller_manager", "kubectl")
@@ -102,6 +104,7 @@ class Binaries:
             kubectl=k8s / "kubectl",
             azwi_webhook=cache / "bin" / f"azwi-{v['AZWI_VERSION']}" / "azwi-webhook",
             spc_crd=cache / "crds" / f"secrets-store-csi-driver-{v['SSCSI_VERSION']}" / SPC_CRD_FILENAME,
+            spcps_crd=cache / "crds" / f"secrets-store-csi-driver-{v['SSCSI_VERSION']}" / SPCPS_CRD_FILENAME,
             versions=dict(v),
         )
 
@@ -110,7 +113,7 @@ class Binaries:
         out = []
         for name in names or self.CONTROL_PLANE:
             p: Path = getattr(self, name)
-            if not p.is_file() or (name != "spc_crd" and not os.access(p, os.X_OK)):
+            if not p.is_file() or (name not in ("spc_crd", "spcps_crd") and not os.access(p, os.X_OK)):
                 out.append(p)
         return out
 

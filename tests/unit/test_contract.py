@@ -130,6 +130,18 @@ def test_parse_full_example_from_design() -> None:
             lambda r: r.warnings == ("kvinject.io/init-first is ignored in mode csi",),
         ),
         ({K + "secret-a": "a", K + "status": "injected"}, "ns-kv", lambda r: len(r.objects) == 1),
+        ({K + "secret-a": "a"}, "ns-kv", lambda r: r.restart_on_change is False),
+        ({K + "secret-a": "a", K + "restart-on-change": "true"}, "ns-kv", lambda r: r.restart_on_change is True),
+        (
+            {K + "provider-class": "spc", K + "restart-on-change": "true"},
+            None,
+            lambda r: r.restart_on_change is True and r.provider_class == "spc",
+        ),
+        (
+            {K + "secret-a": "a", K + "mode": "init", K + "restart-on-change": "false"},
+            "ns-kv",
+            lambda r: r.restart_on_change is False and r.mode is Mode.INIT,
+        ),
     ],
     ids=[
         "namespace-default-vault",
@@ -143,6 +155,10 @@ def test_parse_full_example_from_design() -> None:
         "provider-class-env",
         "init-first-warning-in-csi",
         "own-status-accepted",
+        "restart-on-change-default-off",
+        "restart-on-change-csi",
+        "restart-on-change-provider-class",
+        "restart-on-change-false-in-init",
     ],
 )
 def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check: object) -> None:
@@ -158,7 +174,7 @@ def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check:
             {K + "secret-a": "kv-one/a", K + "secrets-b": "x"},
             [
                 "unknown annotation 'kvinject.io/secrets-b' (known: vault, secret-<alias>, env-<VAR>, mode,"
-                " containers, mount-path, provider-class, init-first, store, vault-role, refresh)"
+                " containers, mount-path, provider-class, init-first, store, vault-role, refresh, restart-on-change)"
             ],
         ),
         (
@@ -230,6 +246,17 @@ def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check:
         ({K + "provider-class": "spc", K + "mode": "init"}, ["kvinject.io/provider-class works only in mode csi"]),
         ({K + "vault": "x", K + "secret-a": "a"}, ["kvinject.io/vault: 'x' is not a valid Key Vault name"]),
         (
+            {K + "secret-a": "kv-one/a", K + "restart-on-change": "yes"},
+            ['kvinject.io/restart-on-change: \'yes\' must be "true" or "false"'],
+        ),
+        (
+            {K + "secret-a": "kv-one/a", K + "mode": "init", K + "restart-on-change": "true"},
+            [
+                "kvinject.io/restart-on-change works only in mode csi (the Secrets Store CSI driver reports the"
+                " versions a pod mounts): remove it, or use mode csi"
+            ],
+        ),
+        (
             {},
             [
                 "pod is labelled kvinject.io/inject=true but requests nothing: add kvinject.io/secret-<alias>"
@@ -257,6 +284,8 @@ def test_parse_accepts(annotations: dict[str, str], ns_vault: str | None, check:
         "bad-provider-class",
         "provider-class-init",
         "bad-vault",
+        "restart-on-change-not-bool",
+        "restart-on-change-init",
         "nothing",
     ],
 )
@@ -277,9 +306,18 @@ def test_every_problem_is_reported_at_once() -> None:
                 K + "env-9": "b",
                 K + "mount-path": "relative",
                 K + "typo": "1",
+                K + "restart-on-change": "True",
             }
         )
-    assert len(err.value.problems) == 6, err.value.problems
+    assert len(err.value.problems) == 7, err.value.problems
+
+
+def test_restart_on_change_in_init_mode_is_one_problem_among_all() -> None:
+    with pytest.raises(ContractError) as err:
+        contract.parse_annotations(
+            {K + "secret-a": "kv-one/a", K + "mode": "init", K + "restart-on-change": "true", K + "env-A": "a"}
+        )
+    assert [p.split(" ")[0] for p in err.value.problems] == ["kvinject.io/restart-on-change", "kvinject.io/env-A:"]
 
 
 @pytest.mark.parametrize(

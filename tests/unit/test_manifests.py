@@ -44,6 +44,11 @@ def test_cluster_role_is_the_minimum() -> None:
             "patch",
             "update",
         ],
+        # restart-on-change: the driver's per-pod version records, whose pods and workloads they are, and the
+        # patch that rolls a workload (get+patch on the three kinds it rolls; its pods through the list above).
+        (("secrets-store.csi.x-k8s.io",), ("secretproviderclasspodstatuses",), ()): ["list", "watch"],
+        (("apps",), ("replicasets",), ()): ["get"],
+        (("apps",), ("deployments", "statefulsets", "daemonsets"), ()): ["get", "patch"],
     }
     # Secrets: only in kvinject's namespace (a Role), only its own by name, except create (RBAC cannot name it).
     assert rules("Role") == {

@@ -449,15 +449,65 @@ class ApiObjects:
         result: dict[str, Any] = orjson.loads(data)
         return result
 
-    def watch(self, collection: str, field_selector: str, stop: threading.Event) -> Iterator[dict[str, Any]]:
-        """Events (ADDED for what exists, then changes) of the objects in `collection` matching `field_selector`,
-        until the server ends the watch or `stop` is set; raises ClusterError when it cannot watch."""
+    def patch(self, path: str, changes: dict[str, Any]) -> dict[str, Any] | None:
+        """Merge-patch the object at `path`; None when it is gone. A `metadata.resourceVersion` in `changes` is a
+        precondition: Conflict when the object changed since it was read."""
+        status, data = self._send_typed("PATCH", path, changes, "application/merge-patch+json")
+        if status == 404:
+            return None
+        if status == 409:
+            raise Conflict(f"PATCH {path}: {_message(data)}")
+        if status != 200:
+            raise ClusterError(f"PATCH {path}: HTTP {status} {_message(data)}")
+        result: dict[str, Any] = orjson.loads(data)
+        return result
+
+    def _send_typed(self, method: str, path: str, body: Any, content_type: str) -> tuple[int, bytes]:
+        try:
+            resp = _call(self._api, method, path, None, body, self._timeout, content_type)
+            return int(resp.status), bytes(resp.data or b"")
+        except Exception as exc:
+            raise ClusterError(f"the Kubernetes API did not answer {method} {path}: {type(exc).__name__}") from None
+
+    def list_all(
+        self, collection: str, selectors: list[tuple[str, str]] | None = None
+    ) -> tuple[list[dict[str, Any]], str] | None:
+        """Every object of `collection` (narrowed by `selectors`: fieldSelector, labelSelector), page by page, and
+        the list's resourceVersion (to watch from); None when the API does not serve it (a CRD not installed)."""
+        items: list[dict[str, Any]] = []
+        token = ""
+        while True:
+            query: list[tuple[str, Any]] = [("limit", 500), *(selectors or [])] + (
+                [("continue", token)] if token else []
+            )
+            try:
+                resp = _call(self._api, "GET", collection, query, None, (self._timeout, 60))
+                status, data = int(resp.status), bytes(resp.data or b"")
+            except Exception as exc:
+                raise ClusterError(f"cannot list {collection}: {type(exc).__name__}") from None
+            if status == 404:
+                return None
+            if status != 200:
+                raise ClusterError(f"list {collection}: HTTP {status} {_message(data)}")
+            doc = orjson.loads(data)
+            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
+            token = (doc.get("metadata") or {}).get("continue") or ""
+            if not token:
+                return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")
+
+    def watch(
+        self, collection: str, field_selector: str, stop: threading.Event, resource_version: str = ""
+    ) -> Iterator[dict[str, Any]]:
+        """Events of the objects in `collection` matching `field_selector` (empty: all), until the server ends the
+        watch or `stop` is set; raises ClusterError when it cannot watch. Without `resource_version` ADDED events
+        for what exists come first; with one (a list's), what changed since, bookmarks included, and an ERROR
+        event with code 410 when that version is too old (list again)."""
         server_timeout = random.randint(240, 360)
-        query = [
-            ("watch", "true"),
-            ("fieldSelector", field_selector),
-            ("timeoutSeconds", server_timeout),
-        ]
+        query: list[tuple[str, Any]] = [("watch", "true"), ("timeoutSeconds", server_timeout)]
+        if field_selector:
+            query.append(("fieldSelector", field_selector))
+        if resource_version:
+            query += [("resourceVersion", resource_version), ("allowWatchBookmarks", "true")]
         try:
             resp = _call(self._api, "GET", collection, query, None, (self._timeout, server_timeout + 30))
         except Exception as exc:

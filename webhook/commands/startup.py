@@ -38,8 +38,20 @@ def summary(settings: Settings) -> str:
         f" relaxable-namespaces={','.join(sorted(settings.relaxable_namespaces)) or 'none'}"
         f" live-verification={'on' if settings.live_verify else 'off'}"
         f"{' (fail-open)' if settings.live_verify and settings.live_fail_open else ''}"
+        f" restart-on-change={restart_on_change(settings)}"
         f" cluster={cluster_source(settings)} log-format={settings.log_format}"
         f" certificates={certificate_source(settings)}"
+    )
+
+
+def restart_on_change(settings: Settings) -> str:
+    if not settings.restart_on_change:
+        return "off"
+    if settings.cluster_file is not None:
+        return "off (needs the API, not a --cluster file)"
+    return (
+        f"on (at most once per {settings.restart_min_interval_seconds:g}s per workload,"
+        f" {settings.restart_max_per_minute}/min)"
     )
 
 
