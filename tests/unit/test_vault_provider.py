@@ -121,6 +121,15 @@ def vault_class(**params: str) -> SecretProviderClass:
 DB = ObjectRef("secret", "payments/db", key="password")
 W = "SecretProviderClass payments/handmade"
 UNJUDGED = f"{W} cannot be judged as the Vault CSI provider reads it: "
+TOKENS = "csi.storage.k8s.io/serviceAccount.tokens"
+
+
+def driver_key(key: str) -> str:
+    return (
+        f"{W} sets parameter {key}: csi.storage.k8s.io/ keys are the CSI driver's to set (the pod's name,"
+        " ServiceAccount and token); one set in a class can reach the provider in their place, which would then"
+        " log in with a token stored in the class instead of the pod's"
+    )
 
 
 @pytest.mark.parametrize(
@@ -188,6 +197,8 @@ UNJUDGED = f"{W} cannot be judged as the Vault CSI provider reads it: "
                 ],
             ),
         ),
+        (vault_class(**{TOKENS: '{"vault":{"token":"x"}}'}), {}, ([DB], [driver_key(TOKENS)])),
+        (vault_class(**{"CSI.Storage.K8s.io/pod.name": "x"}), {}, ([DB], [driver_key("CSI.Storage.K8s.io/pod.name")])),
         (
             vault_class(vaultNamespace="team-a"),
             {},
@@ -248,6 +259,8 @@ UNJUDGED = f"{W} cannot be judged as the Vault CSI provider reads it: "
         "skip-tls-not-a-bool",
         "token-file",
         "driver-key-from-volume",
+        "driver-key-in-the-class",
+        "driver-key-in-the-class-any-case",
         "enterprise-namespace",
         "not-kv2",
         "write-method",
@@ -274,8 +287,17 @@ def test_declared_objects(
             [f"{W} sets vaultSkipTLSVerify: the provider would not verify Vault's certificate"],
         ),
         (vault_class(objects=""), [UNJUDGED + "objects is not a list of objects"]),
+        (vault_class(**{TOKENS: "{}"}), [driver_key(TOKENS)]),
+        (
+            vault_class(**{TOKENS: "{}", "csi.storage.k8s.io/pod.name": "x"}, objects=""),
+            [
+                driver_key("csi.storage.k8s.io/pod.name"),
+                driver_key(TOKENS),
+                UNJUDGED + "objects is not a list of objects",
+            ],
+        ),
     ],
-    ids=["any-role", "skip-tls", "no-objects"],
+    ids=["any-role", "skip-tls", "no-objects", "driver-key", "driver-keys-and-unjudgeable"],
 )
 def test_class_problems(found: SecretProviderClass, expected: list[str]) -> None:
     assert VAULT.class_problems(found, SETTINGS) == expected

@@ -125,6 +125,20 @@ def _objects(params: Mapping[str, str]) -> list[ObjectRef]:
     return [_entry_ref(e) for e in entries]
 
 
+def _driver_parameters(where: str, class_params: Mapping[str, str]) -> list[str]:
+    """Class parameters under the driver's prefix: the driver copies the class's parameters first and sets the
+    pod's own values over them, but the ServiceAccount token only when the CSIDriver has tokenRequests; else the
+    class's `serviceAccount.tokens` reaches the provider, which logs in with the JWT in it, not the pod's. Any
+    letter case: the key belongs to the driver, not to a class (names only: the value may hold a token)."""
+    return [
+        f"{where} sets parameter {k[:100]}: {vn.DRIVER_PREFIX} keys are the CSI driver's to set (the pod's name,"
+        " ServiceAccount and token); one set in a class can reach the provider in their place, which would then"
+        " log in with a token stored in the class instead of the pod's"
+        for k in sorted(class_params)
+        if k.lower().startswith(vn.DRIVER_PREFIX)
+    ]
+
+
 def _own_problems(where: str, params: Mapping[str, str], server: Server) -> list[str]:
     """What makes a class read otherwise than as a pod's role on kvinject's Vault, whoever mounts it."""
     problems: list[str] = []
@@ -145,12 +159,13 @@ def _own_problems(where: str, params: Mapping[str, str], server: Server) -> list
 def class_problems(found: SecretProviderClass, server: Server) -> list[str]:
     """What is wrong with a Vault class on its own, before any pod mounts it."""
     where = f"SecretProviderClass {found.namespace}/{found.name}"
+    problems = _driver_parameters(where, found.parameters)
     try:
-        problems = _own_problems(where, found.parameters, server)
+        problems += _own_problems(where, found.parameters, server)
         _mount(found.parameters)
         _objects(found.parameters)
     except Unjudgeable as exc:
-        return [f"{where} cannot be judged as the Vault CSI provider reads it: {exc}"]
+        return [*problems, f"{where} cannot be judged as the Vault CSI provider reads it: {exc}"]
     return problems
 
 
@@ -171,6 +186,7 @@ def declared_objects(
         for k in sorted(attributes)
         if k.startswith(vn.DRIVER_PREFIX)
     ]
+    problems += _driver_parameters(where, found.parameters)
     try:
         problems += _own_problems(where, params, server)
         chosen = _mount(params)
