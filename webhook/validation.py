@@ -11,7 +11,7 @@ import logging
 from typing import Any
 
 from webhook import podrefs, policy, providers, review, rollout, targets
-from webhook.access import Denial, Judge
+from webhook.access import Denial, Judge, Verdict
 from webhook.cluster import Cluster, ClusterError
 from webhook.contract import ObjectRef
 from webhook.identity import Identity
@@ -84,44 +84,80 @@ class Validator:
         generated = rollout.class_is_kvinjects(obj)
         reserved = rollout.reserved_syncs(obj)
         try:
-            # kvinject's own classes are written by kvinject alone (reserved-provider-classes.yaml); any other class
-            # that a pod of kvinject's reads through is kvinject's too, whichever webhook entry delivered it: the
-            # entries split by name and label, which the class's writer chooses.
+            # kvinject's own classes are written by kvinject alone (reserved-provider-classes.yaml) and mounted by
+            # its pods alone. Any other class is judged again for every live pod that reads through it, each under
+            # its own enforcement; a class a pod of kvinject's reads is kvinject's, whichever webhook entry
+            # delivered it: the entries split by name and label, which the class's writer chooses.
             users = [] if generated else await self._class_users(request.namespace, found.name)
         except Denial as denial:
             return denied_outcome(request, denial)
-        kvinjects = generated or bool(reserved) or bool(users)
-        judge = self.judge if kvinjects else self.others
+        ours = [p for p in users if rollout.pod_is_kvinjects(p)]
+        theirs = [p for p in users if not rollout.pod_is_kvinjects(p)]
+        kvinjects = generated or bool(reserved) or bool(ours)
         try:
             ns = await self.lookups.namespace(request.namespace)
-            mode, warnings = judge.mode(ns)
-            problems = provider.class_problems(found, self.settings)
-            problems += [
-                f"secretObjects syncs into Secret {name[:253]}: Secret names starting with {CLASS_NAME_PREFIX} are"
-                " kvinject's (its generated classes sync them, and its checks take them to be), name it otherwise"
-                for name in reserved
-            ]
-            judged = await self._users_findings(request.namespace, found, users)
-            # A problem of the class itself is named once, not again for every pod reading through it.
-            problems += [f for f in judged if not any(f.endswith(f": {p}") for p in problems)]
-            verdict = judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
         except Denial as denial:
-            if not kvinjects and unjudged(judge.default, denial):
+            if not kvinjects and unjudged(self.others.default, denial):
                 return not_judged(request, denial)
             return denied_outcome(request, denial)
+        own = provider.class_problems(found, self.settings)
+        own += [
+            f"secretObjects syncs into Secret {name[:253]}: Secret names starting with {CLASS_NAME_PREFIX} are"
+            " kvinject's (its generated classes sync them, and its checks take them to be), name it otherwise"
+            for name in reserved
+        ]
+        # The class's own problems go with the class's owner: kvinject's judge if it is kvinject's, else the others';
+        # the pods that are not kvinject's are judged under KVINJECT_NOT_OPTED_IN_ENFORCEMENT in either case.
+        groups = [(self.judge, ours, own if kvinjects else None), (self.others, theirs, None if kvinjects else own)]
+        verdicts: list[Verdict] = []
+        warnings: list[str] = []
+        for judge, pods, class_problems in groups:
+            if not pods and class_problems is None:
+                continue
+            mode, mode_warnings = judge.mode(ns)
+            try:
+                verdict = await self._judge_class(request.namespace, found, pods, class_problems or [], judge, mode)
+            except Denial as denial:
+                if judge is self.others and unjudged(mode, denial):
+                    if not verdicts:
+                        return not_judged(request, denial)
+                    # kvinject's part was judged: its verdict stands, the others' part is not judged, as for a pod.
+                    log.warning("not judged uid=%s namespace=%s: %s", request.uid, request.namespace, denial.message)
+                    continue
+                return denied_outcome(request, denial)
+            warnings += [*mode_warnings, *verdict.warnings]
+            verdicts.append(verdict)
+        # One audit record: a would-deny over an allowed.
+        shown = next((v for v in verdicts if v.would_deny is not None), verdicts[0] if verdicts else Verdict())
         return Outcome(
-            review.allowed(request.uid, [*warnings, *verdict.warnings], verdict.audit),
+            review.allowed(request.uid, list(dict.fromkeys(warnings)), shown.audit),
             "allowed",
-            would_deny=verdict.would_deny,
+            would_deny=shown.would_deny,
         )
 
+    async def _judge_class(
+        self,
+        namespace: str,
+        found: SecretProviderClass,
+        pods: list[dict[str, Any]],
+        class_problems: list[str],
+        judge: Judge,
+        mode: Enforcement,
+    ) -> Verdict:
+        """The class's own problems and its readers' findings, under one judge: a Denial when it enforces."""
+        judged = await self._users_findings(namespace, found, pods)
+        # A problem of the class itself is named once, not again for every pod reading through it.
+        problems = class_problems + [f for f in judged if not any(f.endswith(f": {p}") for p in class_problems)]
+        return judge.findings("validate", mode, "provider-class", problems, {"class": found.name[:253]})
+
     async def _class_users(self, namespace: str, name: str) -> list[dict[str, Any]]:
-        """The running pods of kvinject's that read through class `name` (webhook/rollout.py `classes_used`), among
-        those carrying the opt-in label: every pod kvinject injected does, and keeps it (`targets.record_changes`).
-        When the pods cannot be listed the class is denied: a change to it could not be told apart from one to a
-        class kvinject's pods mount."""
+        """The live pods that read through class `name`: any pod mounting it in a Secrets Store CSI volume (kvinject's
+        or not: the driver reads the class again at its first mount, a pod held by schedulingGates included, and at
+        every rotation), and kvinject's pods naming it (webhook/rollout.py `classes_used`). When the pods cannot be
+        listed the class is denied: a change to it could not be told apart from one to a class kvinject's pods
+        mount."""
         try:
-            pods = await self.cluster.opted_in_pods(namespace)
+            return await self.cluster.namespace_pods(namespace, lambda pod: reads_class(pod, name))
         except ClusterError as exc:
             raise Denial(
                 f"could not list the pods in namespace {namespace} to tell whether kvinject's pods read through"
@@ -129,18 +165,13 @@ class Validator:
                 503,
                 "cluster-pods",
             ) from None
-        return [
-            p
-            for p in pods
-            if (p.get("status") or {}).get("phase") not in ("Succeeded", "Failed") and name in rollout.classes_used(p)
-        ]
 
     async def _users_findings(
         self, namespace: str, found: SecretProviderClass, users: list[dict[str, Any]]
     ) -> list[str]:
-        """The class as written, judged for every pod of kvinject's that reads through it, as at that pod's admission
+        """The class as written, judged for every pod that reads through it, as /validate judges that pod's volume
         (its ServiceAccount's identity and SecretAccessPolicies, the volume's attributes): the driver reads it again
-        at the next rotation. Pods alike (ServiceAccount, volume) are judged once."""
+        at the pod's next mount or rotation. Pods alike (ServiceAccount, role, volume) are judged once."""
         findings: list[str] = []
         seen: set[tuple[str, str | None, tuple[tuple[str, str], ...], bool]] = set()
         for pod in users:
@@ -155,7 +186,9 @@ class Validator:
                 seen.add(key)
                 checked = await self._check_volume(readers, volume, {found.name: found})
                 findings += [
-                    f"pod {pod_name} (ServiceAccount {sa_name}) reads through this class: {f}" for _, f in checked
+                    f"SecretProviderClass {found.name} is mounted by pod {pod_name} (ServiceAccount"
+                    f" {namespace}/{sa_name}): {f}"
+                    for _, f in checked
                 ]
         return findings
 
@@ -469,6 +502,17 @@ class Readers:
 def has_init_container(pod: dict[str, Any], name: str) -> bool:
     inits = (pod.get("spec") or {}).get("initContainers") or []
     return any(isinstance(c, dict) and c.get("name") == name for c in inits)
+
+
+def reads_class(pod: dict[str, Any], name: str) -> bool:
+    """A live pod (not Succeeded or Failed) that mounts SecretProviderClass `name` or, if kvinject's, names it."""
+    status = pod.get("status")
+    if isinstance(status, dict) and status.get("phase") in ("Succeeded", "Failed"):
+        return False
+    if name in rollout.classes_used(pod):
+        return True
+    spec = pod.get("spec")
+    return any(v.provider_class == name for v in podrefs.csi_volumes(spec if isinstance(spec, dict) else {}))
 
 
 def unjudged(mode: Enforcement, denial: Denial) -> bool:

@@ -5,6 +5,7 @@ kvinject's record on an injected pod is fixed, and ephemeral containers take not
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -25,15 +26,15 @@ AUDIT_FIRST = Settings(enforcement=Enforcement.ENFORCE, not_opted_in_enforcement
 
 
 class Listed(FileCluster):
-    """The golden cluster, and the opted-in pods the API would list (kvinject's seam `Cluster.opted_in_pods`)."""
+    """The golden cluster, and the pods the API would list (kvinject's seam `Cluster.namespace_pods`, filtered)."""
 
     pods: tuple[dict[str, Any], ...] = ()
     failure = ""
 
-    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+    async def namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         if self.failure:
             raise ClusterError(self.failure)
-        return [copy.deepcopy(p) for p in self.pods]
+        return [copy.deepcopy(p) for p in self.pods if keep(p)]
 
 
 def listing(*pods: dict[str, Any], failure: str = "") -> Listed:
@@ -83,7 +84,7 @@ def syncing(name: str, secret: str) -> dict[str, Any]:
 
 
 NODE = "reads with the node's managed identity"
-READS = "pod api-1 (ServiceAccount api) reads through this class: volume kvinject-secrets"
+READS = "SecretProviderClass payments-shared is mounted by pod api-1 (ServiceAccount payments/api): volume kvinject-"
 CLASS_WRITES = [
     ("node-identity-read-by-kvinjects-pod", write("payments-shared", useVMManagedIdentity="true"), [opted_in("api-1")],
      [NODE]),
@@ -120,7 +121,7 @@ async def test_pods_alike_are_judged_once() -> None:
     answer = await validate(
         write("payments-shared", keyvaultName="other-kv"), listing(*(opted_in(f"api-{i}") for i in range(3)))
     )
-    assert answer["allowed"] is False and answer["status"]["message"].count("reads through this class") == 1
+    assert answer["allowed"] is False and answer["status"]["message"].count("is mounted by pod") == 1
 
 
 async def test_a_problem_of_the_class_is_named_once() -> None:

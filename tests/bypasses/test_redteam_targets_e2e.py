@@ -211,7 +211,8 @@ def test_an_opted_in_pods_provider_class_pointed_at_another_vault_under_audit(
     name = admitted(alice_creates(cp, opted))["metadata"]["name"]
     result = as_user(cp, ALICE, "apply", doc=provider_class(team, "team-spc", CLIENT_ID, "billing-kv"))
     assert result.returncode != 0, "admitted: the class of a running kvinject pod now reads billing-kv"
-    assert f"pod {name} (ServiceAccount api) reads through this class" in result.stderr, result.stderr
+    said = f"SecretProviderClass team-spc is mounted by pod {name} (ServiceAccount {team}/api)"
+    assert said in result.stderr, result.stderr
     assert "billing-kv" in result.stderr
     now = get_json(cp, "secretproviderclass", "team-spc", "-n", team)["spec"]["parameters"]
     assert now["keyvaultName"] == "team-kv"

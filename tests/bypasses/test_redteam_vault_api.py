@@ -13,6 +13,7 @@ Tests named `test_hole_*` fail while the hole exists; `test_blocked_*` hold atta
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -364,12 +365,12 @@ async def test_hole_yaml_merge_list_through_a_synced_secret() -> None:
 # that is not kvinject's (a hand-written Vault volume) is not among them, even with
 # KVINJECT_NOT_OPTED_IN_ENFORCEMENT=enforce, so its class may be turned to any path of the role afterwards.
 class Listed(FileCluster):
-    """kvinject's seam `Cluster.opted_in_pods`, answering with the pods given (as a listing of the namespace)."""
+    """kvinject's seam `Cluster.namespace_pods`, answering with the pods given (as a listing of the namespace)."""
 
     pods: tuple[dict[str, Any], ...] = ()
 
-    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
-        return [dict(p) for p in self.pods]
+    async def namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        return [dict(p) for p in self.pods if keep(p)]
 
 
 def listed(*pods: dict[str, Any]) -> Listed:

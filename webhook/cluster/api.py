@@ -12,7 +12,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,7 +20,7 @@ import orjson
 
 from webhook.cluster.base import KINDS, Cluster, ClusterError
 from webhook.model import Namespace, SecretProviderClass, ServiceAccount
-from webhook.names import CLASS_API_VERSION, INJECT_LABEL
+from webhook.names import CLASS_API_VERSION
 
 log = logging.getLogger(__name__)
 
@@ -157,15 +157,16 @@ class KubeCluster(Cluster):
         obj = await self._fetch("SecretProviderClass", path)
         return SecretProviderClass.from_object(obj) if obj else None
 
-    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
-        # Read live when a SecretProviderClass is written (rare), rather than watching pods; only those carrying the
-        # opt-in label: kvinject reads no other pod.
-        return await asyncio.to_thread(self._opted_in_pods, namespace)
+    async def namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        # Read live when a SecretProviderClass is written (rare), rather than watching pods. Every pod of the
+        # namespace: a pod that is not kvinject's mounts a class just as well (no selector narrows to a volume), so
+        # each page is filtered as it arrives and only the kept pods are held.
+        return await asyncio.to_thread(self._namespace_pods, namespace, keep)
 
-    def _opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
+    def _namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         try:
             path = f"/api/v1/namespaces/{namespace}/pods"
-            listed = self._pages(path, "Pod", [("labelSelector", INJECT_LABEL)])
+            listed = self._pages(path, "Pod", keep=keep)
         except ClusterError:
             raise
         except Exception as exc:  # urllib3's connection errors
@@ -295,9 +296,14 @@ class KubeCluster(Cluster):
         return version
 
     def _pages(
-        self, path: str, what: str, selector: list[tuple[str, Any]] | None = None
+        self,
+        path: str,
+        what: str,
+        selector: list[tuple[str, Any]] | None = None,
+        keep: Callable[[dict[str, Any]], bool] | None = None,
     ) -> tuple[list[dict[str, Any]], str] | None:
-        """Every item of a list path, page by page, and the list's resourceVersion; None on 404."""
+        """Every item of a list path (those `keep` keeps), page by page, and the list's resourceVersion; None on
+        404."""
         items: list[dict[str, Any]] = []
         token = ""
         while True:
@@ -311,7 +317,7 @@ class KubeCluster(Cluster):
             if resp.status != 200:
                 raise ClusterError(f"list {what}: HTTP {resp.status} {_message(data)}")
             doc = orjson.loads(data)
-            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict))
+            items.extend(i for i in doc.get("items") or [] if isinstance(i, dict) and (keep is None or keep(i)))
             token = (doc.get("metadata") or {}).get("continue") or ""
             if not token:
                 return items, str((doc.get("metadata") or {}).get("resourceVersion") or "")

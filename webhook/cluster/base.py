@@ -118,9 +118,9 @@ class Cluster(ABC):
             found = await self._fetch_provider_class(namespace, name)
         return found
 
-    async def opted_in_pods(self, namespace: str) -> list[dict[str, Any]]:
-        """The pods of a namespace that carry the opt-in label (any value), read live: kvinject keeps no pods. A file
-        source holds none."""
+    async def namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
+        """The pods of a namespace for which `keep` is true, read live (every pod is listed, page by page, and only
+        those kept are held): kvinject keeps no pods. A file source holds none."""
         return []
 
     # -- source-specific ---------------------------------------------------
