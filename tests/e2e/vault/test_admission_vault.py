@@ -12,8 +12,9 @@ import pytest
 import yaml
 
 from tests.e2e.vault.site import Site
-from tests.harness import MANIFESTS, K, apply_docs, create, get_json, pick
+from tests.harness import MANIFESTS, K, apply_docs, create, get_json, pick, wait_for
 from tests.harness.vault import access_policy
+from webhook.names import EVENT_WOULD_DENY
 
 pytestmark = pytest.mark.e2e
 
@@ -264,3 +265,54 @@ def test_a_vault_class_a_running_kvinject_pod_reads_cannot_be_turned_to_another_
     refused = site.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(changed), check=False)
     assert refused.returncode != 0, refused.stdout
     assert "logs in as role 'platform-admin'" in refused.stderr
+
+
+@pytest.mark.parametrize("others", ["enforce", "audit"])
+def test_a_vault_class_a_hand_written_pod_mounts_is_judged_for_that_pod(site: Site, others: str) -> None:
+    """A pod that is not kvinject's, held Pending by schedulingGates, mounts a class granted to its role; the driver
+    would read the class only at the pod's first mount. Turning the class to a path the policy does not grant the
+    pod's ServiceAccount is judged for that pod under KVINJECT_NOT_OPTED_IN_ENFORCEMENT: denied under enforce, a
+    would-deny (event on the class) under audit."""
+    site.start(KVINJECT_NOT_OPTED_IN_ENFORCEMENT=others)
+    apply_docs(site.cp, [hand_written_class(site, site.role)])
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"generateName": "held-", "namespace": site.namespace},
+        "spec": {
+            "serviceAccountName": "api",
+            "schedulingGates": [{"name": "example.com/hold"}],
+            "containers": [{"name": "app", "image": "a:1"}],
+            "volumes": [csi_volume()],
+        },
+    }
+    name = create(site.cp, pod)["metadata"]["name"]
+    changed = hand_written_class(site, site.role, "admin")
+    result = site.cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(changed), check=False)
+    objects = get_json(site.cp, "secretproviderclass", "handmade", "-n", site.namespace)["spec"]["parameters"]
+    said = f"SecretProviderClass handmade is mounted by pod {name} (ServiceAccount {site.namespace}/api)"
+    refused = f"may not read secret/{site.namespace}/admin#password"
+    if others == "enforce":
+        assert result.returncode != 0, result.stdout
+        assert 'admission webhook "validate-classes-others.kvinject.io" denied the request' in result.stderr
+        assert said in result.stderr and refused in result.stderr, result.stderr
+        assert f"secret/data/{site.namespace}/db" in objects["objects"]
+        return
+    assert result.returncode == 0, result.stderr
+    assert f"secret/data/{site.namespace}/admin" in objects["objects"]
+
+    def on_the_class() -> dict[str, Any] | None:
+        found = get_json(site.cp, "events", "-n", site.namespace)["items"]
+        return next(
+            (
+                e
+                for e in found
+                if e.get("reason") == EVENT_WOULD_DENY
+                and e["involvedObject"]["kind"] == "SecretProviderClass"
+                and e["involvedObject"]["name"] == "handmade"
+            ),
+            None,
+        )
+
+    event = wait_for(on_the_class, "a KvinjectWouldDeny event on the class")
+    assert said in event["message"] and refused in event["message"], event["message"]
