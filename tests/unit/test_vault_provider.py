@@ -216,7 +216,17 @@ UNJUDGED = f"{W} cannot be judged as the Vault CSI provider reads it: "
             ([], [UNJUDGED + "object 'db' sets secretArgs, which changes what is read"]),
         ),
         (vault_class(objects="array: [x]"), {}, ([], [UNJUDGED + "objects is not a list of objects"])),
-        (vault_class(objects="- [unclosed"), {}, ([], [UNJUDGED + "objects is not YAML"])),
+        (
+            vault_class(objects="- [unclosed"),
+            {},
+            (
+                [],
+                [
+                    UNJUDGED + "objects is not YAML kvinject reads: \"expected ',' or ']', but got '<stream end>'\""
+                    " (line 1, column 12)"
+                ],
+            ),
+        ),
         (
             vault_class(objects="- objectName: db\n  secretPath: secret/data/db\n  secretKey: 7\n"),
             {},
