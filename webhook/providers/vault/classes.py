@@ -79,11 +79,11 @@ def _mount(params: Mapping[str, str]) -> str | None:
     return auth_mount(chosen) if chosen else None
 
 
-# What kvinject reads of `objects`: Azure's caps. Depth 3 = the list, an entry, and a map under one of its
-# fields (secretArgs, which is refused by name below, as the provider's map of anything).
+# What kvinject reads of `objects`: Azure's caps. Depth 4 = the list, an entry, a field's value and one level
+# under it: enough that a merge-key list (`<<: [{...}, {...}]`) or secretArgs is refused by name, with the fix.
 MAX_OBJECTS_BYTES = strict_yaml.MAX_TEXT_BYTES
 MAX_OBJECTS = strict_yaml.MAX_ENTRIES
-_OBJECTS_DEPTH = 3
+_OBJECTS_DEPTH = 4
 _STR = "tag:yaml.org,2002:str"
 
 
