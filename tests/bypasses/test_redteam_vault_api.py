@@ -255,7 +255,7 @@ BLOCKED_CLASSES: list[tuple[str, dict[str, str], str]] = [
     (
         "multi-document",
         params(objects() + "---\n" + objects(FORBIDDEN)),
-        "objects is not YAML",
+        "objects has a document marker",
     ),
     ("binary-tag", params("- {objectName: db, secretPath: !!binary c2VjcmV0, secretKey: password}\n"), "cannot"),
     ("local-tag", params(f"- {{objectName: db, secretPath: !x {FORBIDDEN}, secretKey: password}}\n"), "cannot"),

@@ -227,7 +227,17 @@ def driver_key(key: str) -> str:
             ([], [UNJUDGED + "object 'db' sets secretArgs, which changes what is read"]),
         ),
         (vault_class(objects="array: [x]"), {}, ([], [UNJUDGED + "objects is not a list of objects"])),
-        (vault_class(objects="- [unclosed"), {}, ([], [UNJUDGED + "objects is not YAML"])),
+        (
+            vault_class(objects="- [unclosed"),
+            {},
+            (
+                [],
+                [
+                    UNJUDGED + "objects is not YAML kvinject reads: \"expected ',' or ']', but got '<stream end>'\""
+                    " (line 1, column 12)"
+                ],
+            ),
+        ),
         (
             vault_class(objects="- objectName: db\n  secretPath: secret/data/db\n  secretKey: 7\n"),
             {},
@@ -352,3 +362,80 @@ def test_kv2_api_path() -> None:
 def test_registered_for_its_classes() -> None:
     assert providers.for_class("vault") is VAULT
     assert VAULT.name == "vault"
+
+
+# `objects` through the shared plain YAML subset (webhook.providers.strict_yaml): wherever PyYAML and the
+# provider's yaml.v3 could read another path or key (merge-key lists: PyYAML's last map wins, yaml.v3's first),
+# or the parse could cost more than its size, kvinject refuses rather than guess.
+ENTRY = '- objectName: db\n  secretPath: "secret/data/payments/db"\n  secretKey: password\n'
+TWO_PATHS = "[{secretPath: secret/data/billing/db}, {secretPath: secret/data/payments/db}]"
+
+
+def many(entries: int, pad: str = "") -> str:
+    return "".join(f"- {{objectName: db{i}, secretPath: secret/data/payments/db{i}{pad}}}\n" for i in range(entries))
+
+
+OBJECTS_YAML = [
+    ("plain", ENTRY, [DB]),
+    ("flow", "[{objectName: db, secretPath: secret/data/payments/db, secretKey: password}]", [DB]),
+    ("quoted-merge-lookalike-is-unknown", ENTRY + '  "<<": x\n', "objects entry has unknown fields <<"),
+    ("merge-list", f"- objectName: db\n  secretKey: password\n  <<: {TWO_PATHS}\n", "objects[0] has a merge key"),
+    ("merge-map", "- objectName: db\n  <<: {secretPath: secret/data/billing/db}\n", "objects[0] has a merge key"),
+    ("merge-tag", f"- {{objectName: db, !!merge '<<': {TWO_PATHS}}}\n", "objects has a tag"),
+    ("explicit-merge-key", "- {objectName: db, ? <<\n   : {secretPath: secret/data/billing/db}}\n", "objects[0] has"),
+    ("repeated-path", ENTRY + "  secretPath: secret/data/billing/db\n", "objects[0] repeats the key 'secretPath'"),
+    ("repeated-key", ENTRY + "  secretKey: api-key\n", "objects[0] repeats the key 'secretKey'"),
+    ("anchor-alias", "- &a {objectName: db, secretPath: secret/data/payments/db}\n- *a\n", "objects has an anchor"),
+    ("alias-in-a-field", ENTRY + "  method: *m\n", "objects has an alias"),
+    ("directive", "%YAML 1.1\n---\n" + ENTRY, "objects has a directive"),
+    ("two-documents", ENTRY + "---\n" + ENTRY, "objects has a document marker"),
+    ("nested-brackets", "[" * 3000 + "]" * 3000, "objects nests deeper than the provider reads"),
+    ("secret-args-map", ENTRY + "  secretArgs: {a: [x]}\n", "object 'db' sets secretArgs"),
+    ("nested-in-a-field", ENTRY + "  secretArgs: {a: [{b: c}]}\n", "objects nests deeper than the provider reads"),
+    ("null-entry", "- ~\n", "objects holds an entry that is not a map"),
+    ("null-key", "- {objectName: db, secretPath: secret/data/payments/db, secretKey: ~}\n", "objects entry needs"),
+    ("bool-key", "- {objectName: db, secretPath: secret/data/payments/db, secretKey: true}\n", "objects entry needs"),
+    ("at-256-entries", many(256), [ObjectRef("secret", f"payments/db{i}", key=ALL_KEYS) for i in range(256)]),
+    ("over-256-entries", many(257), "objects has more than 256 entries"),
+    ("over-64-KiB", many(200, "x" * 400), "objects is larger than 65536 bytes"),
+]
+
+
+@pytest.mark.parametrize(("text", "expected"), [o[1:] for o in OBJECTS_YAML], ids=[o[0] for o in OBJECTS_YAML])
+def test_objects_are_read_through_the_plain_subset(text: str, expected: list[ObjectRef] | str) -> None:
+    refs, problems = VAULT.declared_objects(vault_class(objects=text), WHO, SETTINGS)
+    if isinstance(expected, str):
+        assert refs == []
+        assert len(problems) == 1 and problems[0].startswith(UNJUDGED + expected), problems
+        assert VAULT.class_problems(vault_class(objects=text), SETTINGS) == problems
+    else:
+        assert (refs, problems) == (expected, [])
+
+
+def test_objects_are_parsed_once_per_text(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every pod of a Deployment mounts the same class: its objects are parsed once, refused ones too."""
+    calls: list[str] = []
+    compose = classes.strict_yaml.compose
+
+    def counting(where: str, text: str, *, max_depth: int) -> yaml.Node:
+        calls.append(text)
+        return compose(where, text, max_depth=max_depth)
+
+    monkeypatch.setattr(classes.strict_yaml, "compose", counting)
+    classes._parsed.cache_clear()
+    accepted, refused = ENTRY + "  method: GET\n", ENTRY + "  secretKey: x\n"
+    for _ in range(3):
+        assert VAULT.declared_objects(vault_class(objects=accepted), WHO, SETTINGS) == ([DB], [])
+        assert VAULT.declared_objects(vault_class(objects=refused), WHO, SETTINGS)[1] == [
+            UNJUDGED + "objects[0] repeats the key 'secretKey'"
+        ]
+    assert calls == [accepted, refused]
+
+
+def test_an_oversized_objects_is_refused_before_parsing_or_caching() -> None:
+    classes._parsed.cache_clear()
+    text = ENTRY + "#" * (classes.MAX_OBJECTS_BYTES + 1)
+    assert VAULT.class_problems(vault_class(objects=text), SETTINGS) == [
+        UNJUDGED + "objects is larger than 65536 bytes"
+    ]
+    assert classes._parsed.cache_info().currsize == 0

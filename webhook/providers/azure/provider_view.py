@@ -7,10 +7,10 @@ on: which identity it authenticates as, in which tenant and cloud, against which
 objects it fetches under which file names. Anything the provider would reject, and anything
 kvinject cannot judge exactly, raises `Unreadable` (deny by default):
 
-* YAML in `objects` beyond the plain subset (anchors, aliases, tags, merge keys, directives,
-  document markers, duplicate or unknown keys, nesting deeper than the provider's shape, null
-  array entries, which the provider silently drops) is refused before any node is built, so a
-  few hundred bytes of nested aliases cost nothing;
+* YAML in `objects` beyond the plain subset (`webhook.providers.strict_yaml`: anchors, aliases,
+  tags, merge keys, directives, document markers, duplicate keys, nesting deeper than the
+  provider's shape) is refused before any node is built, so a few hundred bytes of nested aliases
+  cost nothing; so are unknown keys and null array entries, which the provider silently drops;
 * sizes are capped (`MAX_OBJECTS_BYTES`, `MAX_OBJECTS`, `MAX_VALUE_CHARS`);
 * booleans follow Go's strconv.ParseBool after strings.TrimSpace, and everything else is trimmed
   with Go's definition of white space (`go_trim_space`);
@@ -40,15 +40,17 @@ from typing import Literal, NamedTuple
 
 import yaml
 
+from webhook.providers import strict_yaml
+
 IdentityMode = Literal["workload", "pod-identity", "vm-managed-identity", "service-principal"]
 
-MAX_OBJECTS_BYTES = 64 * 1024
+MAX_OBJECTS_BYTES = strict_yaml.MAX_TEXT_BYTES
 """The `objects` parameter, in UTF-8 bytes before trimming."""
-MAX_OBJECTS = 256
+MAX_OBJECTS = strict_yaml.MAX_ENTRIES
 """Entries of the `objects` array."""
 MAX_VALUE_CHARS = 4096
 """Any other parameter the provider reads."""
-ECHO_CHARS = 100
+ECHO_CHARS = strict_yaml.ECHO_CHARS
 """At most this much of a value appears in a message."""
 
 # Go's unicode.IsSpace, which strings.TrimSpace trims (not U+200B, U+FEFF, nor Python's \x1c-\x1f).
@@ -131,11 +133,6 @@ _KV_OBJECT_VERSION = re.compile(r"[A-Za-z0-9]{0,64}")
 _IDENTIFIER = re.compile(r"[\x21-\x7e]{1,512}")
 _VERSION_HISTORY = re.compile(r"0|[1-9][0-9]{0,8}")
 _FILE_PERMISSION = re.compile(r"0?[0-7]{3}")
-_YAML_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
-# Characters refused anywhere in YAML text: C0 controls but tab and line breaks, DEL, C1 controls
-# (NEL is a line break to one YAML reader and not another), line/paragraph separators, BOM,
-# lone surrogates, non-characters.
-_YAML_REFUSED = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff]")
 # Characters refused in a value read from YAML (after escapes are decoded).
 _VALUE_REFUSED = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ufeff\ud800-\udfff\ufffe\uffff]")
 
@@ -197,11 +194,7 @@ def go_trim_space(value: str) -> str:
     return value.strip(GO_SPACE)
 
 
-def show(value: str) -> str:
-    """A value for a message: quoted, at most ECHO_CHARS characters of it."""
-    if len(value) > ECHO_CHARS:
-        return repr(value[:ECHO_CHARS]) + f"... ({len(value)} characters)"
-    return repr(value)
+show = strict_yaml.show
 
 
 def read(params: Mapping[str, str]) -> View:
@@ -426,70 +419,22 @@ def _check_object(where: str, obj: ProviderObject) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# Bounded YAML
+# Bounded YAML: the shared subset (webhook.providers.strict_yaml), its refusals as Unreadable
 # ------------------------------------------------------------------------------------------------
-
-_REFUSED_TOKENS: dict[type[yaml.Token], str] = {
-    yaml.AnchorToken: "an anchor",
-    yaml.AliasToken: "an alias",
-    yaml.TagToken: "a tag",
-    yaml.DirectiveToken: "a directive",
-    yaml.DocumentStartToken: "a document marker",
-    yaml.DocumentEndToken: "a document marker",
-}
-_OPENING = (
-    yaml.BlockMappingStartToken,
-    yaml.BlockSequenceStartToken,
-    yaml.FlowMappingStartToken,
-    yaml.FlowSequenceStartToken,
-)
-_CLOSING = (yaml.BlockEndToken, yaml.FlowMappingEndToken, yaml.FlowSequenceEndToken)
 
 
 def _compose(where: str, text: str, *, max_depth: int) -> yaml.Node:
-    """One YAML document as nodes, after a token pass that refuses what could cost or confuse."""
-    if _YAML_REFUSED.search(text):
-        raise Unreadable(f"{where} has a control, separator or byte-order-mark character")
-    depth = 0
     try:
-        for token in yaml.scan(text, Loader=yaml.SafeLoader):
-            refused = _REFUSED_TOKENS.get(type(token))
-            if refused is not None:
-                raise Unreadable(f"{where} has {refused}, which kvinject does not follow")
-            if isinstance(token, _OPENING):
-                depth += 1
-                if depth > max_depth:
-                    raise Unreadable(f"{where} nests deeper than the provider reads")
-            elif isinstance(token, _CLOSING):
-                depth -= 1
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        at = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or type(exc).__name__
-        raise Unreadable(f"{where} is not YAML kvinject reads: {show(str(problem))}{at}") from None
-    if node is None:
-        raise Unreadable(f"{where} is empty")
-    return node
+        return strict_yaml.compose(where, text, max_depth=max_depth)
+    except strict_yaml.Refused as exc:
+        raise Unreadable(exc.reason) from None
 
 
 def _mapping(where: str, node: yaml.Node, keys: frozenset[str]) -> Iterator[tuple[str, yaml.Node]]:
-    if not isinstance(node, yaml.MappingNode):
-        raise Unreadable(f"{where} is not a mapping")
-    seen: set[str] = set()
-    for key_node, value_node in node.value:
-        if not isinstance(key_node, yaml.ScalarNode):
-            raise Unreadable(f"{where} has a key that is not a string")
-        key = key_node.value
-        if key == "<<" and key_node.style is None:
-            raise Unreadable(f"{where} has a merge key, which kvinject does not follow")
-        if key in seen:
-            raise Unreadable(f"{where} repeats the key {show(key)}")
-        seen.add(key)
-        if key not in keys or (key_node.style is None and _is_null(key_node)):
-            raise Unreadable(f"{where} has the key {show(key)}, which the provider does not read")
-        yield key, value_node
+    try:
+        yield from strict_yaml.mapping(where, node, keys)
+    except strict_yaml.Refused as exc:
+        raise Unreadable(exc.reason) from None
 
 
-def _is_null(node: yaml.ScalarNode) -> bool:
-    return node.style is None and node.value in _YAML_NULLS
+_is_null = strict_yaml.is_null

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
 
 import yaml
 
 from webhook.contract import ALL_KEYS, InjectionRequest, ObjectRef, parse_vault_ref
 from webhook.model import SecretProviderClass, auth_mount
 from webhook.names import KV2_API_SEGMENTS, VAULT_KEY
+from webhook.providers import strict_yaml
 from webhook.providers.vault import names as vn
 
 
@@ -78,22 +79,38 @@ def _mount(params: Mapping[str, str]) -> str | None:
     return auth_mount(chosen) if chosen else None
 
 
-def _entry_ref(entry: Any) -> ObjectRef:
-    if not isinstance(entry, dict) or not all(isinstance(k, str) for k in entry):
+# What kvinject reads of `objects`: Azure's caps. Depth 4 = the list, an entry, a field's value and one level
+# under it: enough that a merge-key list (`<<: [{...}, {...}]`) or secretArgs is refused by name, with the fix.
+MAX_OBJECTS_BYTES = strict_yaml.MAX_TEXT_BYTES
+MAX_OBJECTS = strict_yaml.MAX_ENTRIES
+_OBJECTS_DEPTH = 4
+_STR = "tag:yaml.org,2002:str"
+
+
+def _string(entry: Mapping[str, yaml.Node], field: str) -> str | None:
+    """A field as the provider's Go string holds it, "" when absent; None when it is not a YAML string
+    (a plain null, number, boolean...: yaml.v3 would read its text or nothing, kvinject does not guess)."""
+    node = entry.get(field)
+    if node is None:
+        return ""
+    if not isinstance(node, yaml.ScalarNode) or node.tag != _STR:
+        return None
+    return str(node.value)
+
+
+def _entry_ref(where: str, node: yaml.Node) -> ObjectRef:
+    if not isinstance(node, yaml.MappingNode):
         raise Unjudgeable(f"{vn.OBJECTS} holds an entry that is not a map")
+    # Merge keys, repeated keys (yaml.v3 refuses them: the class would not mount) and non-string keys.
+    entry = dict(strict_yaml.mapping(where, node))
     unknown = sorted(set(entry) - vn.OBJECT_FIELDS)
     if unknown:
         raise Unjudgeable(f"{vn.OBJECTS} entry has unknown fields {', '.join(unknown)[:100]}")
-    name = entry.get(vn.OBJECT_NAME)
-    path = entry.get(vn.SECRET_PATH)
-    key = entry.get(vn.SECRET_KEY, "")
-    method = entry.get(vn.METHOD, "")
-    if (
-        not isinstance(name, str)
-        or not isinstance(path, str)
-        or not isinstance(key, str)
-        or not isinstance(method, str)
-    ):
+    name = _string(entry, vn.OBJECT_NAME)
+    path = _string(entry, vn.SECRET_PATH)
+    key = _string(entry, vn.SECRET_KEY)
+    method = _string(entry, vn.METHOD)
+    if not name or not path or key is None or method is None:
         raise Unjudgeable(f"{vn.OBJECTS} entry needs {vn.OBJECT_NAME} and {vn.SECRET_PATH} written as strings")
     if method not in ("", "GET"):
         raise Unjudgeable(f"object {name[:64]!r} uses method {method[:16]!r}: kvinject judges only reads (GET)")
@@ -114,15 +131,44 @@ def _entry_ref(entry: Any) -> ObjectRef:
     return ObjectRef(ref.vault, ref.name, key=key or ALL_KEYS)
 
 
+def _read_objects(text: str) -> tuple[ObjectRef, ...]:
+    """`objects` through the plain YAML subset (webhook.providers.strict_yaml): no anchors, aliases, tags,
+    merge keys, directives, document markers or repeated keys, where PyYAML and the provider's yaml.v3 could
+    read different paths or keys, and nothing nested deeper than the provider's shape."""
+    if not text.strip():
+        raise Unjudgeable(f"{vn.OBJECTS} is not a list of objects")
+    try:
+        root = strict_yaml.compose(vn.OBJECTS, text, max_depth=_OBJECTS_DEPTH)
+        if not isinstance(root, yaml.SequenceNode) or not root.value:
+            raise Unjudgeable(f"{vn.OBJECTS} is not a list of objects")
+        if len(root.value) > MAX_OBJECTS:
+            raise Unjudgeable(f"{vn.OBJECTS} has more than {MAX_OBJECTS} entries")
+        return tuple(_entry_ref(f"{vn.OBJECTS}[{i}]", node) for i, node in enumerate(root.value))
+    except strict_yaml.Refused as exc:
+        raise Unjudgeable(exc.reason) from None
+    except RecursionError:  # the depth check stops nesting first; no input may reach the 500 handler
+        raise Unjudgeable(f"{vn.OBJECTS} nests deeper than kvinject reads") from None
+
+
+@lru_cache(maxsize=512)
+def _parsed(text: str) -> tuple[ObjectRef, ...] | str:
+    """`objects` read once per text (every pod of a Deployment mounts the same class; a class at the cap is
+    64 KiB of YAML): the refs, or why they cannot be judged (a reason, not the exception, so a cached refusal
+    carries no traceback)."""
+    try:
+        return _read_objects(text)
+    except Unjudgeable as exc:
+        return str(exc)
+
+
 def _objects(params: Mapping[str, str]) -> list[ObjectRef]:
     text = params.get(vn.OBJECTS, "")
-    try:
-        entries = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise Unjudgeable(f"{vn.OBJECTS} is not YAML") from None
-    if not isinstance(entries, list) or not entries:
-        raise Unjudgeable(f"{vn.OBJECTS} is not a list of objects")
-    return [_entry_ref(e) for e in entries]
+    if strict_yaml.too_large(text, MAX_OBJECTS_BYTES):  # before the cache: its keys stay at most the cap
+        raise Unjudgeable(f"{vn.OBJECTS} is larger than {MAX_OBJECTS_BYTES} bytes")
+    found = _parsed(text)
+    if isinstance(found, str):
+        raise Unjudgeable(found)
+    return list(found)
 
 
 def _driver_parameters(where: str, class_params: Mapping[str, str]) -> list[str]:
