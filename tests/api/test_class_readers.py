@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.api.test_after_admission import Listed as AfterAdmissionListed
 from tests.api.test_after_admission import opted_in, write
 from tests.api.test_validate import csi_volume, hand_written, post
 from tests.bypasses.test_redteam_vault_api import (
@@ -29,24 +30,18 @@ from tests.bypasses.test_redteam_vault_api import (
     vault_class,
 )
 from tests.harness import EXAMPLES, RELAXABLE, ROOT, admission_review
-from webhook.cluster import ClusterError, FileCluster
 from webhook.policy import Enforcement
 from webhook.settings import Settings
 
 
-class Listed(FileCluster):
-    """The example and golden clusters, a Vault role for payments/vapi, and the pods the API would list
-    (kvinject's seam `Cluster.namespace_pods`, with its filter)."""
+class Listed(AfterAdmissionListed):
+    """test_after_admission's listing double, counting how often kvinject lists."""
 
-    pods: tuple[dict[str, Any], ...] = ()
-    failure = ""
     asked = 0
 
     async def namespace_pods(self, namespace: str, keep: Callable[[dict[str, Any]], bool]) -> list[dict[str, Any]]:
         self.asked += 1
-        if self.failure:
-            raise ClusterError(self.failure)
-        return [copy.deepcopy(p) for p in self.pods if keep(p)]
+        return await super().namespace_pods(namespace, keep)
 
 
 def listing(*pods: dict[str, Any], failure: str = "") -> Listed:

@@ -15,8 +15,7 @@ from tests.harness import (
     ControlPlane,
     KvinjectServer,
     apply_docs,
-    point_webhooks_at,
-    serve_as_shipped,
+    serving_in_place_of,
     wait_for,
 )
 from tests.harness.cloud import AzureCloud
@@ -48,14 +47,8 @@ def refresh_kvinject(
         "KVINJECT_LOG_LEVEL": "DEBUG",
         "KVINJECT_REFRESH_MIN_SECONDS": "1",
     }
-    server = serve_as_shipped(control_plane, tmp_path_factory.mktemp("kvinject-refresh"), env)
-    point_webhooks_at(control_plane, server)
-    try:
+    with serving_in_place_of(control_plane, kvinject, tmp_path_factory.mktemp("kvinject-refresh"), env) as server:
         yield server
-    finally:
-        point_webhooks_at(control_plane, kvinject)
-        server.stop()
-        assert "Traceback" not in server.logs()
 
 
 def statuses(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
