@@ -202,7 +202,16 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
         ("Pod", mixed_namespace["legacy"]),
         ("Pod", mixed_namespace["ignored"]),
         ("SecretProviderClass", "node-identity"),
+        # Another identity's class is fine on its own, but pods that may not read it mount it: a write of it would
+        # be denied while they run (a class write is judged for every live pod mounting it).
+        ("SecretProviderClass", "team-b"),
     }
+    shared = rows[("SecretProviderClass", "team-b")]
+    assert shared["effect"] == "deny"
+    # Pods alike (ServiceAccount and volume) are judged once, named by one of them.
+    named = re.search(r"SecretProviderClass team-b is mounted by pod (\S+) ", shared["message"])
+    assert named is not None and named.group(1) in (mixed_namespace["foreign"], mixed_namespace["legacy"])
+    assert f"reads as client id {OTHER_CLIENT}, not {CLIENT_ID}" in shared["message"]
     foreign = rows[("Pod", mixed_namespace["foreign"])]
     assert (foreign["effect"], foreign["mode"], foreign["reason"]) == ("deny", "enforce", "provider-class")
     assert f"reads as client id {OTHER_CLIENT}, not {CLIENT_ID}" in foreign["message"]
@@ -218,7 +227,7 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
     ignored = rows[("Pod", mixed_namespace["ignored"])]
     assert (ignored["effect"], ignored["reason"]) == ("warning", "not-opted-in")
     assert f'{K}inject="yes", not "true"' in ignored["message"]
-    assert report["summary"] == {"deny": 3, "would-deny": 0, "warning": 1}
+    assert report["summary"] == {"deny": 4, "would-deny": 0, "warning": 1}
 
     table = kvinject_cli("report", "-n", ns, *kubeconfig, env=enforcing)
     assert table.returncode == 1, table.stderr
@@ -229,22 +238,23 @@ def test_report_lists_what_would_be_denied_and_writes_nothing(
     assert mixed_namespace["allowed"] not in table.stdout
     assert (
         lines[-1]
-        == "checked 4 pods and 3 SecretProviderClasses: 3 denied, 0 would be denied when enforcing, 1 warnings"
+        == "checked 4 pods and 3 SecretProviderClasses: 4 denied, 0 would be denied when enforcing, 1 warnings"
     )
 
     # The shipped audit-first default: the hand-written objects would be denied once the platform enforces.
     shipped = json.loads(kvinject_cli("report", "-n", ns, "-o", "json", *kubeconfig).stdout)
-    assert shipped["summary"] == {"deny": 0, "would-deny": 3, "warning": 1}
+    assert shipped["summary"] == {"deny": 0, "would-deny": 4, "warning": 1}
     assert {(f["name"], f["mode"]) for f in shipped["findings"] if f["effect"] == "would-deny"} == {
         (mixed_namespace["foreign"], "audit"),
         (mixed_namespace["legacy"], "audit"),
         ("node-identity", "audit"),
+        ("team-b", "audit"),
     }
 
     # Judged as if auditing: the same findings, none denied today.
     audited = kvinject_cli("report", "-n", ns, "--enforcement", "audit", "-o", "json", *kubeconfig)
     assert audited.returncode == 0, audited.stderr
-    assert json.loads(audited.stdout)["summary"] == {"deny": 0, "would-deny": 3, "warning": 1}
+    assert json.loads(audited.stdout)["summary"] == {"deny": 0, "would-deny": 4, "warning": 1}
 
     # Cluster-wide, the namespace's findings are among everything else's.
     everywhere = kvinject_cli("report", "-o", "json", env={"KUBECONFIG": str(reader_kubeconfig), **enforcing})
